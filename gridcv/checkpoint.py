@@ -1,0 +1,156 @@
+"""Epoch checkpoint files of a fold: format, atomic writes, validation. No Keras here.
+
+One ``.npz`` file per completed epoch holds every training variable's value
+(the Keras side, in ``gridcv.train``, decides which), the epoch number, the
+history and fit time so far, and a checksum. It is written to a temporary
+name, fsynced and renamed into place, and the previous checkpoint is kept
+until the new one is complete, so a kill at any instant leaves at least one
+whole checkpoint. Unlike Keras's ``BackupAndRestore`` there is no second file
+to get out of step with the first.
+
+A checkpoint that cannot be read (truncated, corrupt, written for another
+model) is skipped with a warning: the next older one is used, or the fold
+starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^epoch-(\d{5})\.npz$")
+KEEP = 2  # the newest checkpoint and the one before it
+
+
+@dataclass
+class TrainingState:
+    """Where a fold's training stands: what a resume continues from.
+
+    Attributes:
+        epoch: Epochs completed.
+        history: Keras history so far, metric -> per-epoch values.
+        fit_time: Seconds of training so far, over every attempt.
+        extra: JSON-able state of stateful callbacks, by name.
+    """
+
+    epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    fit_time: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes a file so that a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Makes a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _checksum(arrays: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndarray], signature: list[Any]) -> Path:
+    """Writes the checkpoint of ``state.epoch`` completed epochs and prunes older ones.
+
+    Args:
+        folder: The fold's checkpoint folder.
+        state: Epoch, history, fit time and callback state.
+        arrays: Values of the training variables, in a fixed order.
+        signature: Description of those variables (names, shapes, dtypes); a
+            checkpoint is only restored into variables with the same signature.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "epoch": state.epoch,
+        "history": state.history,
+        "fit_time": state.fit_time,
+        "extra": state.extra,
+        "signature": signature,
+        "sha256": _checksum(arrays),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **{f"v{i:05d}": a for i, a in enumerate(arrays)})
+    path = folder / f"epoch-{state.epoch:05d}.npz"
+    write_atomic(path, buffer.getvalue())
+    for old in list_checkpoints(folder)[KEEP:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint files, newest first."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: p.name, reverse=True)
+
+
+def latest_epoch(folder: Path) -> int | None:
+    """Epochs completed according to the newest checkpoint file's name, or None."""
+    files = list_checkpoints(folder)
+    match = _NAME.match(files[0].name) if files else None
+    return int(match.group(1)) if match else None
+
+
+def read_checkpoint(path: Path, signature: list[Any]) -> tuple[TrainingState, list[np.ndarray]]:
+    """Reads and validates one checkpoint.
+
+    Raises:
+        ValueError: (or any read error) The file is unusable: truncated, corrupt,
+            or written for variables with another signature.
+    """
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"]))
+        arrays = [npz[f"v{i:05d}"] for i in range(len(meta["signature"]))]
+    if meta["signature"] != signature:
+        raise ValueError("it was written for a different model or optimizer")
+    if _checksum(arrays) != meta["sha256"]:
+        raise ValueError("its checksum does not match")
+    state = TrainingState(
+        epoch=int(meta["epoch"]),
+        history=meta["history"],
+        fit_time=float(meta["fit_time"]),
+        extra=meta.get("extra", {}),
+    )
+    return state, arrays
+
+
+def newest_usable(folder: Path, signature: list[Any]) -> tuple[TrainingState, list[np.ndarray]] | None:
+    """The newest checkpoint that reads and validates, or None (with a warning per bad file)."""
+    files = list_checkpoints(folder)
+    for path in files:
+        try:
+            return read_checkpoint(path, signature)
+        except Exception as exc:
+            log.warning("checkpoint %s cannot be used (%s); trying an older one", path, exc)
+    if files:
+        log.warning("no usable checkpoint in %s; the fold starts from epoch 0", folder)
+    return None

@@ -1,0 +1,188 @@
+"""Data sources: what the samples are, read by index, never loaded whole.
+
+A source knows its labels (kept in memory: one integer per sample) and reads
+the inputs of any set of indices from disk on demand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from gridcv.errors import DataError
+
+
+class Source(Protocol):
+    """What the training code needs from any kind of data."""
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples."""
+        ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample."""
+        ...
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (labels are 0 .. n_classes - 1)."""
+        ...
+
+    def labels(self) -> np.ndarray:
+        """The label of every sample, in memory."""
+        ...
+
+    def groups(self) -> np.ndarray | None:
+        """The group of every sample, or None."""
+        ...
+
+    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs (float32) and labels of the given samples, in the given order."""
+        ...
+
+
+class ArraySource:
+    """``kind: arrays``: inputs and labels in ``.npy`` files, opened as memory maps."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        self._x = x
+        self._y = np.asarray(y)
+        self._groups = None if groups is None else np.asarray(groups)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._y.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._x.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self._y.max()) + 1
+
+    def labels(self) -> np.ndarray:
+        return self._y
+
+    def groups(self) -> np.ndarray | None:
+        return self._groups
+
+    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Fancy indexing a memmap reads only these rows; sorted reads are sequential
+        # on disk, so read sorted and put back in the requested order.
+        order = np.argsort(indices, kind="stable")
+        rows = np.empty((len(indices), *self._x.shape[1:]), dtype=np.float32)
+        rows[order] = self._x[indices[order]]
+        return rows, self._y[indices]
+
+
+def _load_npy(path: Path, key: str, where: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(
+            f"{where}: key 'data.{key}' points at {path}, which does not exist. Fix the path "
+            "(relative to the experiment file), or set data.prepare to a function that creates it."
+        )
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(
+            f"{where}: key 'data.{key}' points at {path}, which is not a readable .npy file "
+            f"({exc}). Save it with numpy.save."
+        ) from None
+
+
+def open_source(spec: dict[str, Any], base_dir: Path, where: str = "experiment file") -> ArraySource:
+    """Opens and checks the data described by an experiment's ``data:`` section.
+
+    Args:
+        spec: The validated ``data:`` section, as a dict.
+        base_dir: Folder that relative paths are taken from.
+        where: The experiment file's name, for error messages.
+
+    Raises:
+        DataError: A file is missing or unreadable, or inputs and labels disagree.
+    """
+
+    def resolve(p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+    x = _load_npy(resolve(spec["x"]), "x", where)
+    y = _load_npy(resolve(spec["y"]), "y", where)
+    groups = _load_npy(resolve(spec["groups"]), "groups", where) if spec.get("groups") else None
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(
+            f"{where}: key 'data.x' must be a numeric array of shape (n_samples, ...) but "
+            f"{spec['x']} has dtype {x.dtype} and shape {x.shape}."
+        )
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(
+            f"{where}: key 'data.y' must be a 1-D array of integer class labels but {spec['y']} "
+            f"has dtype {y.dtype} and shape {y.shape}. Encode labels as 0 .. n_classes-1."
+        )
+    if len(x) != len(y):
+        raise DataError(
+            f"{where}: keys 'data.x' and 'data.y' disagree: {spec['x']} has {len(x)} samples "
+            f"but {spec['y']} has {len(y)} labels. Both must have one row per sample."
+        )
+    if len(y) == 0 or y.min() < 0:
+        raise DataError(
+            f"{where}: key 'data.y' must hold labels 0 .. n_classes-1 and at least one sample; "
+            f"{spec['y']} has {len(y)} samples" + (f" and a label {y.min()}." if len(y) else ".")
+        )
+    if groups is not None and len(groups) != len(y):
+        raise DataError(
+            f"{where}: key 'data.groups' has {len(groups)} entries but there are {len(y)} "
+            "samples; give one group id per sample."
+        )
+    return ArraySource(x, np.array(y), None if groups is None else np.array(groups))
+
+
+def prepare_data(spec: dict[str, Any], base_dir: Path, where: str = "experiment file") -> bool:
+    """Calls ``data.prepare`` when a data file is missing; returns whether it ran.
+
+    The function (``file.py:function``, relative to the experiment file, or
+    ``package.module:function``) gets the experiment folder and must create the
+    files the ``data:`` section names.
+    """
+    ref = spec.get("prepare")
+    paths = [spec[k] for k in ("x", "y", "groups") if spec.get(k)]
+    if not ref or all((base_dir / p).exists() for p in paths):
+        return False
+    function = import_function(ref, base_dir, "data.prepare", where)
+    function(base_dir)
+    return True
+
+
+def import_function(ref: str, base_dir: Path, key: str, where: str) -> Any:
+    """Imports ``file.py:function`` or ``package.module:function``.
+
+    Raises:
+        DataError: The module or the function cannot be found.
+    """
+    module_name, _, attr = ref.partition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = (base_dir / module_name).resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} does not exist")
+            name = f"gridcv_user_{path.stem}_{abs(hash(str(path)))}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, FileNotFoundError, AttributeError) as exc:
+        raise DataError(
+            f"{where}: key '{key}' is {ref!r}, which cannot be imported ({exc}). Write it as "
+            "'file.py:function' relative to the experiment file, or 'package.module:function'."
+        ) from None

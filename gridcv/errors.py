@@ -1,0 +1,73 @@
+"""The exception tree of gridcv.
+
+Errors are typed by what should happen next (as in KerasTuner's
+``errors.py``): a :class:`UserError` stops the command with a one-paragraph
+message and exit code 2, because running on would only repeat it; a
+:class:`FoldError` is data about one fold and the run goes on.
+"""
+
+from __future__ import annotations
+
+
+class GridcvError(Exception):
+    """Base class of every error gridcv raises on purpose."""
+
+
+class UserError(GridcvError):
+    """Bad input from the user: the message names the file, the key and the fix.
+
+    The command line prints the message as one paragraph and exits with 2,
+    without a traceback (``--debug`` shows it).
+    """
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """The experiment file is invalid."""
+
+
+class DataError(UserError):
+    """The data the experiment file points at is missing or inconsistent."""
+
+
+class BuilderError(UserError):
+    """The model builder cannot be imported or returns something unusable.
+
+    Raised inside a worker, it stops the whole run: every fold would fail the
+    same way, so recording them all as failed would only hide the cause.
+    """
+
+
+class ResultsError(UserError):
+    """A results folder is missing, locked by another run, or incompatible."""
+
+
+class ResultsLockedError(ResultsError):
+    """Another live process is running the same results folder."""
+
+
+class ExperimentChangedError(ResultsError):
+    """The experiment file changed in a way that invalidates finished folds."""
+
+
+class FinishedFoldError(GridcvError):
+    """Attempted to change a fold that is already finished (done rows are immutable)."""
+
+
+class RunInterrupted(GridcvError):
+    """The run was stopped by the user (Ctrl-C / SIGTERM) after a clean checkpoint."""
+
+    exit_code = 130
+
+
+class RunStopped(GridcvError):
+    """The run stopped on purpose by policy (for example ``on_oom: stop``)."""
+
+    exit_code = 1
+
+
+class AllFoldsFailed(GridcvError):
+    """Every fold of the run failed; the fold table says why."""
+
+    exit_code = 1

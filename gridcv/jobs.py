@@ -1,0 +1,129 @@
+"""Values that cross the process boundary between the runner and a worker.
+
+Frozen dataclasses of plain data: a :class:`FoldJob` goes to a worker, a
+:class:`FoldOutcome` comes back, whatever happened (a worker always reports
+back; a worker that cannot, because it died, is reported for by the parent).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridcv.plan import FoldTask
+
+
+class FoldStatus(enum.StrEnum):
+    """State of a fold in the results store: pending -> running -> done | failed."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    def is_finished(self) -> bool:
+        """Whether the fold has reached a final state."""
+        return self in (FoldStatus.DONE, FoldStatus.FAILED)
+
+
+class OutcomeKind(enum.StrEnum):
+    """How one attempt at a fold ended."""
+
+    DONE = "done"  # trained and scored
+    ERROR = "error"  # the fold raised: a failure of this fold only
+    OOM = "oom"  # out of memory: ResourceExhaustedError, MemoryError or the memory guard
+    KILLED = "killed"  # the worker died by a signal (the kernel's OOM killer, most likely)
+    INTERRUPTED = "interrupted"  # stopped by the user after a checkpoint; to be resumed
+    FATAL = "fatal"  # a user error (bad builder, bad data) that every fold would hit
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """Where a worker finds the data: the validated ``data:`` section and its folder."""
+
+    spec: dict[str, Any]
+    base_dir: Path
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything a worker needs to train and score one fold.
+
+    Attributes:
+        task: The fold task from the plan.
+        train_idx: Indices of the training samples.
+        test_idx: Indices of the validation samples.
+        data: Where the data lives.
+        model_ref: The builder, ``file.py:function`` or ``package.module:function``.
+        base_dir: Folder of the experiment file (for relative builder paths).
+        params: The full parameter combination handed to the builder (fit defaults
+            overridden by grid keys).
+        epochs: Epochs to train.
+        batch_size: Batch size of this attempt (halved on OOM retries).
+        accumulation_steps: Gradient accumulation steps of this attempt (doubled on
+            OOM retries so the effective batch size stays the same).
+        shuffle: Shuffle training batches every epoch.
+        scorers: scikit-learn scorer names.
+        deterministic: Enable TensorFlow op determinism.
+        checkpoint_dir: Folder for this fold's epoch checkpoints.
+        attempt: 1 for the first attempt.
+    """
+
+    task: FoldTask
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    data: DataRef
+    model_ref: str
+    base_dir: Path
+    params: dict[str, Any]
+    epochs: int
+    batch_size: int
+    accumulation_steps: int
+    shuffle: bool
+    scorers: tuple[str, ...]
+    deterministic: bool
+    checkpoint_dir: Path
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class FoldOutcome:
+    """The result of one attempt at a fold, successful or not.
+
+    Attributes:
+        task_id: The fold task.
+        kind: How the attempt ended.
+        scores: Scorer name -> validation score (empty unless ``kind`` is DONE).
+        fit_time: Seconds spent in ``fit``.
+        score_time: Seconds spent predicting and scoring the validation fold.
+        epochs_run: Epochs completed (including ones restored from a checkpoint).
+        batch_size: Batch size this attempt ran with.
+        accumulation_steps: Gradient accumulation steps this attempt ran with.
+        history: Keras history, metric -> per-epoch values.
+        message: One line saying what went wrong, for tables.
+        error: Full traceback text, when there is one.
+        peak_rss: Peak resident memory of the process that ran the fold, in bytes.
+        worker_id: Which worker ran it (``inline`` without worker processes).
+        worker_folds: How many folds that worker had run, this one included.
+        resumed_from_epoch: Epochs restored from a checkpoint instead of trained.
+    """
+
+    task_id: str
+    kind: OutcomeKind
+    scores: dict[str, float] = field(default_factory=dict)
+    fit_time: float | None = None
+    score_time: float | None = None
+    epochs_run: int | None = None
+    batch_size: int | None = None
+    accumulation_steps: int | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    message: str | None = None
+    error: str | None = None
+    peak_rss: int | None = None
+    worker_id: str | None = None
+    worker_folds: int | None = None
+    resumed_from_epoch: int = 0

@@ -1,0 +1,189 @@
+"""Planning: an experiment and its labels become an ordered list of fold tasks.
+
+Pure functions, no I/O: the caller hands in the labels (and groups) it read.
+The plan is ``ParameterGrid(grid) x splitter.split(...)``, candidate-major,
+in scikit-learn's order (ParameterGrid sorts keys), and every task has an id
+derived from its content, so the same experiment always gives the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import ParameterGrid
+
+from gridcv.config import ExperimentSpec
+from gridcv.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """One (candidate, fold) pair to train and score.
+
+    Attributes:
+        task_id: Stable id derived from the candidate's parameters and the fold index.
+        candidate_id: Stable id derived from the candidate's parameters alone.
+        candidate_index: Position of the candidate in ``ParameterGrid`` order.
+        fold: Index of the split, 0-based.
+        params: The candidate's parameter combination (grid keys only).
+        seed: Seed of this fold, derived from the experiment seed and ``task_id``.
+    """
+
+    task_id: str
+    candidate_id: str
+    candidate_index: int
+    fold: int
+    params: Mapping[str, Any]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every fold task of an experiment, and the splits they index.
+
+    Attributes:
+        tasks: Fold tasks, candidate-major, in a deterministic order.
+        candidates: The distinct parameter combinations, in ``ParameterGrid`` order.
+        splits: ``(train_indices, test_indices)`` per fold index.
+    """
+
+    tasks: tuple[FoldTask, ...]
+    candidates: tuple[Mapping[str, Any], ...]
+    splits: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @property
+    def n_splits(self) -> int:
+        """Number of folds per candidate."""
+        return len(self.splits)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the form ids and the store use."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def content_id(value: Any) -> str:
+    """A short, stable id of a JSON-able value."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:12]
+
+
+def derive_seed(experiment_seed: int, task_id: str) -> int:
+    """The seed of one fold: a pure function of the experiment seed and the task id."""
+    digest = hashlib.sha256(f"{experiment_seed}:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
+
+
+def candidates(spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """The distinct parameter combinations of the grid, in ParameterGrid order."""
+    seen: set[str] = set()
+    out = []
+    for params in ParameterGrid(spec.grid_dicts()):
+        key = canonical_json(params)
+        if key not in seen:  # a list of grids may repeat a combination
+            seen.add(key)
+            out.append(dict(params))
+    return out
+
+
+def make_splitter(spec: ExperimentSpec) -> Any:
+    """Instantiates the splitter, seeding it from the experiment seed if it shuffles unseeded.
+
+    A shuffling splitter without ``random_state`` would give different folds on
+    every run, which would make resuming mix folds of different splits.
+    """
+    import sklearn.model_selection as ms
+
+    cls = getattr(ms, spec.cv.splitter)
+    kwargs = spec.cv.kwargs()
+    accepted = inspect.signature(cls).parameters
+    shuffles = kwargs.get("shuffle", "shuffle" not in accepted)
+    if "random_state" in accepted and kwargs.get("random_state") is None and shuffles:
+        kwargs["random_state"] = spec.seed
+    return cls(**kwargs)
+
+
+def make_plan(
+    spec: ExperimentSpec,
+    y: np.ndarray,
+    groups: np.ndarray | None = None,
+    source: str = "experiment file",
+) -> Plan:
+    """Expands the grid and the splitter into fold tasks.
+
+    Args:
+        spec: The validated experiment.
+        y: Labels of every sample (what stratified splitters stratify on).
+        groups: Group of every sample, for group-aware splitters.
+        source: Name of the experiment file, for error messages.
+
+    Returns:
+        The plan.
+
+    Raises:
+        ConfigError: The splitter cannot split these labels as configured.
+    """
+    splits = _split(spec, y, groups, source)
+    cands = candidates(spec)
+    tasks = []
+    for index, params in enumerate(cands):
+        candidate_id = content_id(params)
+        for fold in range(len(splits)):
+            task_id = content_id({"params": params, "fold": fold})
+            tasks.append(
+                FoldTask(
+                    task_id=task_id,
+                    candidate_id=candidate_id,
+                    candidate_index=index,
+                    fold=fold,
+                    params=params,
+                    seed=derive_seed(spec.seed, task_id),
+                )
+            )
+    return Plan(tasks=tuple(tasks), candidates=tuple(cands), splits=splits)
+
+
+def _split(
+    spec: ExperimentSpec, y: np.ndarray, groups: np.ndarray | None, source: str
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    splitter = make_splitter(spec)
+    name = spec.cv.splitter
+    if "Stratified" in name:
+        _check_class_counts(spec, y, splitter, source)
+    placeholder = np.zeros((len(y), 1), dtype=np.uint8)  # splitters only need len(X)
+    try:
+        splits = tuple(
+            (np.asarray(tr, dtype=np.int64), np.asarray(te, dtype=np.int64))
+            for tr, te in splitter.split(placeholder, y, groups)
+        )
+    except ValueError as exc:
+        hint = " Set data.groups to a .npy file of group ids." if "group" in str(exc).lower() else ""
+        raise ConfigError(
+            f"{source}: key 'cv' cannot split these {len(y)} samples with {name}: {exc}.{hint} "
+            "Lower cv.n_splits or choose another splitter."
+        ) from None
+    if not splits:
+        raise ConfigError(f"{source}: key 'cv' produced no splits; check cv.n_splits.")
+    return splits
+
+
+def _check_class_counts(spec: ExperimentSpec, y: np.ndarray, splitter: Any, source: str) -> None:
+    n_splits = splitter.get_n_splits()
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < n_splits:
+        worst = classes[counts.argmin()]
+        raise ConfigError(
+            f"{source}: key 'cv.n_splits' is {n_splits}, but class {worst!r} has only "
+            f"{counts.min()} samples, so some validation folds would not contain it. "
+            f"Lower cv.n_splits to at most {counts.min()}, or use KFold if that is intended."
+        )
+
+
+def fold_batch_size(params: Mapping[str, Any], default: int) -> int:
+    """The batch size a candidate asks for: its grid value, else the fit default."""
+    return int(params.get("batch_size", default))

@@ -1,0 +1,131 @@
+"""Progress display of a run: folds done / total, the fold in flight, elapsed time, ETA.
+
+rich draws the live bar (it handles terminal width, redraws and the ETA
+estimate better than hand-written carriage returns). Nothing is drawn when
+stderr is not a terminal or with ``--quiet``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from gridcv.jobs import FoldOutcome, FoldStatus
+from gridcv.plan import FoldTask
+
+
+class Reporter(Protocol):
+    """Receives a run's events, to show them."""
+
+    def begin(self, name: str, total: int, done: int, n_candidates: int, n_splits: int) -> None:
+        """The run starts with ``done`` of ``total`` folds already finished."""
+        ...
+
+    def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
+        """A fold attempt starts."""
+        ...
+
+    def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
+        """A fold attempt ended; ``status`` is what the fold became."""
+        ...
+
+    def message(self, text: str) -> None:
+        """A one-line note for the user."""
+        ...
+
+    def end(self) -> None:
+        """The run ends."""
+        ...
+
+
+class SilentReporter:
+    """Shows nothing."""
+
+    def begin(self, name: str, total: int, done: int, n_candidates: int, n_splits: int) -> None:
+        pass
+
+    def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
+        pass
+
+    def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+class TerminalReporter:
+    """A live progress bar on stderr, with one line per finished or failed fold."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[name]}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("folds"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+            transient=False,
+        )
+        self._bar = None
+        self._n_candidates = 0
+        self._n_splits = 0
+
+    def begin(self, name: str, total: int, done: int, n_candidates: int, n_splits: int) -> None:
+        self._n_candidates, self._n_splits = n_candidates, n_splits
+        if done:
+            self.console.print(f"{name}: {done} of {total} folds already finished; resuming")
+        self._progress.start()
+        self._bar = self._progress.add_task("", total=total, completed=done, name=name)
+
+    def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
+        retry = f" (attempt {attempt}, batch {batch_size})" if attempt > 1 else ""
+        self._describe(
+            f"candidate {task.candidate_index + 1}/{self._n_candidates} fold {task.fold + 1}/{self._n_splits}{retry}"
+        )
+
+    def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
+        where = f"candidate {task.candidate_index + 1} fold {task.fold + 1}"
+        if status is FoldStatus.DONE:
+            scores = " ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
+            self.console.print(f"[green]done[/]   {where}: {scores} ({outcome.fit_time or 0:.1f}s)")
+        elif status is FoldStatus.FAILED:
+            self.console.print(f"[red]failed[/] {where}: {outcome.message}")
+        else:
+            self.console.print(f"[yellow]retry[/]  {where}: {outcome.kind.value}: {outcome.message}")
+        if status.is_finished() and self._bar is not None:
+            self._progress.advance(self._bar)
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def end(self) -> None:
+        self._progress.stop()
+
+    def _describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._progress.update(self._bar, description=text)
+
+
+def make_reporter(quiet: bool) -> Reporter:
+    """A terminal progress bar when stderr is a terminal and not ``quiet``; else silence."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return SilentReporter()
+    return TerminalReporter(console)

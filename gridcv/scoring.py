@@ -1,0 +1,77 @@
+"""Scoring a fold with scikit-learn's scorers, from the model's predicted probabilities.
+
+The scorers want an estimator; :class:`PredictedProbabilities` is one whose
+answers were computed beforehand (one ``predict`` pass over the validation
+generator), so every scorer reuses the same predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import get_scorer
+
+
+class PredictedProbabilities(ClassifierMixin, BaseEstimator):
+    """A fitted 'classifier' that replays precomputed class probabilities.
+
+    ``X`` given to ``predict``/``predict_proba`` must be the row numbers
+    ``0 .. n-1`` of the validation fold (that is what :func:`score_fold` passes).
+    """
+
+    def __init__(self, probabilities: np.ndarray, n_classes: int) -> None:
+        self.probabilities = probabilities
+        self.n_classes = n_classes
+        self.classes_ = np.arange(n_classes)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803 (scikit-learn's name)
+        return self.probabilities[np.asarray(X).ravel()]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.predict_proba(X).argmax(axis=1)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        p = self.predict_proba(X)
+        return p[:, 1] if p.shape[1] == 2 else p
+
+
+def as_class_probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
+    """Model output -> (n, n_classes) float64 probabilities summing to 1.
+
+    A single sigmoid unit (binary models) becomes two columns.
+    """
+    p = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)
+    if p.shape[1] == 1 and n_classes <= 2:
+        p = np.hstack([1.0 - p, p])
+    if p.shape[1] != n_classes:
+        raise ValueError(
+            f"the model outputs {p.shape[1]} values per sample but the data has {n_classes} "
+            "classes; the last layer needs one unit per class (softmax)"
+        )
+    p = np.clip(p, 0.0, None)
+    totals = p.sum(axis=1, keepdims=True)
+    return np.divide(p, totals, out=np.full_like(p, 1.0 / n_classes), where=totals > 0)
+
+
+def score_fold(
+    scorers: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray, n_classes: int
+) -> dict[str, float]:
+    """Scores one validation fold with each named scikit-learn scorer.
+
+    Args:
+        scorers: scikit-learn scorer names (``accuracy``, ``f1_macro``, ``neg_log_loss``...).
+        y_true: True labels of the validation fold.
+        probabilities: Predicted probabilities, shape (n, n_classes).
+        n_classes: Number of classes.
+
+    Returns:
+        Scorer name -> score.
+    """
+    estimator = PredictedProbabilities(probabilities, n_classes)
+    rows = np.arange(len(y_true)).reshape(-1, 1)
+    return {name: float(get_scorer(name)(estimator, rows, y_true)) for name in scorers}

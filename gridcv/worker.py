@@ -1,0 +1,143 @@
+"""Code that runs inside a worker process (and, for ``isolation: inline``, in-process).
+
+A worker imports TensorFlow once, then runs fold after fold sent by the
+parent through a pipe, and always answers with a :class:`FoldOutcome`:
+exceptions are caught and classified here, so only death needs the parent's
+diagnosis. It dies with its parent (``PR_SET_PDEATHSIG``), ignores Ctrl-C
+(the parent decides), and stops after the current epoch's checkpoint when
+the parent sends SIGUSR1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from gridcv.errors import BuilderError, DataError
+from gridcv.jobs import FoldJob, FoldOutcome, OutcomeKind
+
+STOP_SIGNAL = signal.SIGUSR1
+_stop_requested = threading.Event()
+
+
+def stop_requested() -> bool:
+    """Whether the parent asked this worker to stop after the current epoch."""
+    return _stop_requested.is_set()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError or TensorFlow's ResourceExhaustedError (matched by name: no TF import)."""
+    return any(cls.__name__ in {"MemoryError", "ResourceExhaustedError"} for cls in type(exc).__mro__)
+
+
+def attempt_fold(job: FoldJob, worker_id: str, worker_folds: int) -> FoldOutcome:
+    """Runs one fold and turns whatever happens into an outcome; never raises."""
+    from gridcv import train
+
+    base = {
+        "task_id": job.task.task_id,
+        "batch_size": job.batch_size,
+        "accumulation_steps": job.accumulation_steps,
+        "worker_id": worker_id,
+        "worker_folds": worker_folds,
+    }
+    try:
+        return train.run_fold(job, worker_id, worker_folds, should_stop=stop_requested)
+    except (BuilderError, DataError) as exc:
+        return FoldOutcome(kind=OutcomeKind.FATAL, message=str(exc), error=traceback.format_exc(), **base)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not stop_requested():
+            raise
+        kind = OutcomeKind.OOM if is_out_of_memory(exc) else OutcomeKind.ERROR
+        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+        return FoldOutcome(kind=kind, message=message, error=traceback.format_exc(), **base)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Makes sure this process does not outlive its parent.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl``); a
+    watchdog thread covers other systems and the race where the parent died
+    before the ``prctl`` call.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="gridcv-parent-watch").start()
+
+
+def prefer_me_when_out_of_memory() -> None:
+    """Asks the kernel's OOM killer to pick this worker, not the runner, if memory runs out."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+
+
+def redirect_stderr(path: str | None) -> None:
+    """Sends this process's stderr (TensorFlow's C++ logs, crash reports) to a log file."""
+    if path is None:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic: bool, log_path: str | None) -> None:
+    """Entry point of a worker process: set up, then serve fold jobs until told to stop."""
+    redirect_stderr(log_path)
+    die_with_parent(parent_pid)
+    prefer_me_when_out_of_memory()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(STOP_SIGNAL, lambda *_: _stop_requested.set())
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from gridcv import train
+
+    train.configure_device()
+    train.enable_determinism(deterministic)
+    conn.send(("ready", os.getpid()))
+    folds = 0
+    while True:
+        try:
+            kind, payload = conn.recv()
+        except EOFError:
+            return
+        reply: Any
+        if kind == "stop":
+            return
+        if kind == "log":
+            redirect_stderr(payload)
+            conn.send(("logging", payload))
+            continue
+        if kind == "check":
+            try:
+                train.check_builder(payload)
+                reply = ("checked", None)
+            except (BuilderError, DataError) as exc:
+                reply = ("fatal", (type(exc).__name__, str(exc), traceback.format_exc()))
+        elif kind == "fold":
+            folds += 1
+            reply = ("outcome", attempt_fold(payload, worker_id, folds))
+        else:
+            reply = ("error", f"unknown message {kind!r}")
+        conn.send(reply)
