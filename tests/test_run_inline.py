@@ -1,0 +1,33 @@
+"""End to end through the inline executor: experiment file -> results table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import gridcv
+from gridcv.jobs import FoldStatus
+
+
+def test_inline_run_fills_the_results_table(make_experiment):
+    path = make_experiment()
+    summary = gridcv.run_experiment(path)
+    assert summary.counts[FoldStatus.DONE] == 4 and summary.total == 4
+    results = gridcv.load_results(path)
+    assert list(results["param_units"]) == [4, 8]
+    assert results["rank_test_score"].tolist() in ([1, 2], [2, 1], [1, 1])
+    assert np.isfinite(results[["split0_test_score", "split1_test_score"]].to_numpy()).all()
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["done"] * 4
+    assert folds["epochs_run"].tolist() == [2] * 4
+    assert folds["worker_id"].tolist() == ["inline"] * 4
+
+
+def test_second_run_skips_done_folds(make_experiment):
+    path = make_experiment()
+    gridcv.run_experiment(path)
+    before = gridcv.load_folds(path)
+    summary = gridcv.run_experiment(path)
+    assert summary.attempts == 0
+    after = gridcv.load_folds(path)
+    assert before["finished_at"].tolist() == after["finished_at"].tolist()
+    assert after["attempts"].tolist() == [1, 1, 1, 1]
