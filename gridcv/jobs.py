@@ -43,10 +43,14 @@ class OutcomeKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class DataRef:
-    """Where a worker finds the data: the validated ``data:`` section and its folder."""
+    """Where a worker finds the data: the validated ``data:`` section and its folder.
+
+    ``where`` names the experiment file in error messages.
+    """
 
     spec: dict[str, Any]
     base_dir: Path
+    where: str = "experiment file"
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def _check_class_counts(spec: ExperimentSpec, y: np.ndarray, splitter: Any, sour
     n_splits = splitter.get_n_splits()
     classes, counts = np.unique(y, return_counts=True)
     if counts.min() < n_splits:
-        worst = classes[counts.argmin()]
+        worst = classes[counts.argmin()].item()
         raise ConfigError(
             f"{source}: key 'cv.n_splits' is {n_splits}, but class {worst!r} has only "
             f"{counts.min()} samples, so some validation folds would not contain it. "

@@ -304,7 +304,7 @@ def _job(
         task=task,
         train_idx=train_idx,
         test_idx=test_idx,
-        data=DataRef(spec.data.model_dump(), experiment.base_dir),
+        data=DataRef(spec.data.model_dump(), experiment.base_dir, str(experiment.path)),
         model_ref=spec.model,
         base_dir=experiment.base_dir,
         params=params,

@@ -23,15 +23,17 @@ from gridcv.jobs import FoldJob, FoldOutcome, OutcomeKind
 from gridcv.memory import peak_rss, reset_peak_rss
 from gridcv.scoring import as_class_probabilities, score_fold
 
-_builders: dict[tuple[str, Path], Any] = {}
+_builders: dict[tuple[Any, ...], Any] = {}
 
 
-def load_builder(model_ref: str, base_dir: Path) -> Any:
-    """Imports the model builder once per process."""
-    key = (model_ref, base_dir)
+def load_builder(model_ref: str, base_dir: Path, where: str) -> Any:
+    """Imports the model builder once per process, again if its file changed (notebooks, inline runs)."""
+    file = base_dir / model_ref.partition(":")[0]
+    stat = file.stat() if file.suffix == ".py" and file.is_file() else None
+    key = (model_ref, base_dir, stat and stat.st_mtime_ns, stat and stat.st_size)
     if key not in _builders:
         try:
-            _builders[key] = import_function(model_ref, base_dir, "model", "experiment file")
+            _builders[key] = import_function(model_ref, base_dir, "model", where)
         except DataError as exc:
             raise BuilderError(str(exc)) from None
     return _builders[key]
@@ -43,16 +45,17 @@ def build_model(job: FoldJob, source: Source) -> keras.Model:
     Raises:
         BuilderError: The builder is missing or returned something unusable.
     """
-    builder = load_builder(job.model_ref, job.base_dir)
+    where = job.data.where
+    builder = load_builder(job.model_ref, job.base_dir, where)
     model = builder(dict(job.params), source.input_shape, source.n_classes)
     if not isinstance(model, keras.Model):
         raise BuilderError(
-            f"key 'model': {job.model_ref} returned {type(model).__name__}, not a keras.Model. "
+            f"{where}: key 'model': {job.model_ref} returned {type(model).__name__}, not a keras.Model. "
             "The builder must return a compiled model: build(params, input_shape, n_classes)."
         )
     if not getattr(model, "compiled", False) or model.optimizer is None:
         raise BuilderError(
-            f"key 'model': {job.model_ref} returned a model that is not compiled. Call "
+            f"{where}: key 'model': {job.model_ref} returned a model that is not compiled. Call "
             "model.compile(optimizer=..., loss=...) in the builder before returning it."
         )
     if job.accumulation_steps > 1:
@@ -107,7 +110,7 @@ def run_fold(
     reset_peak_rss()
     keras.utils.set_random_seed(job.task.seed)
     try:
-        source = open_source(job.data.spec, job.data.base_dir)
+        source = open_source(job.data.spec, job.data.base_dir, job.data.where)
         model = build_model(job, source)
         train = IndexBatches(source, job.train_idx, job.batch_size, shuffle=job.shuffle, seed=job.task.seed)
         state = restore_training_state(model, job.checkpoint_dir)
@@ -219,20 +222,22 @@ def release_memory() -> None:
 def check_builder(job: FoldJob) -> None:
     """Builds the first candidate's model once, so a broken builder fails before any fold.
 
+    Only what would break every fold is an error here: a builder that cannot
+    be imported, or that returns something other than a compiled model. A
+    builder that raises for these parameters is left to the fold, which
+    records the failure (as scikit-learn does with ``error_score``).
+
     Raises:
         BuilderError: The builder cannot be imported or returns an unusable model.
         DataError: The data cannot be opened.
     """
     try:
-        source = open_source(job.data.spec, job.data.base_dir)
+        source = open_source(job.data.spec, job.data.base_dir, job.data.where)
         build_model(job, source)
     except (BuilderError, DataError):
         raise
-    except Exception as exc:  # the builder's own code raised: still the builder's problem
-        raise BuilderError(
-            f"key 'model': {job.model_ref} raised {type(exc).__name__}: {exc} when called with "
-            f"the first candidate {job.params}. Fix the builder; run with --debug for the traceback."
-        ) from exc
+    except Exception:
+        pass
     finally:
         release_memory()
 

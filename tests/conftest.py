@@ -14,7 +14,7 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-TINY_BUILDER = '''
+TINY_BUILDER = """
 import keras
 
 
@@ -31,7 +31,7 @@ def build(params, input_shape, n_classes):
     model.compile(optimizer=keras.optimizers.Adam(params.get("learning_rate", 0.01)),
                   loss="sparse_categorical_crossentropy")
     return model
-'''
+"""
 
 
 def write_arrays(folder: Path, n: int = 60, n_classes: int = 3, shape: tuple[int, ...] = (4,), seed: int = 0) -> None:
@@ -70,7 +70,9 @@ def make_experiment(tmp_path: Path) -> Callable[..., Path]:
     ``builder=`` replaces the builder's source; ``raw=`` writes that text as the YAML.
     """
 
-    def make(builder: str = TINY_BUILDER, raw: str | None = None, name: str = "experiment.yaml", **overrides: Any) -> Path:
+    def make(
+        builder: str = TINY_BUILDER, raw: str | None = None, name: str = "experiment.yaml", **overrides: Any
+    ) -> Path:
         if not (tmp_path / "data" / "x.npy").exists():
             write_arrays(tmp_path)
         (tmp_path / "builder.py").write_text(textwrap.dedent(builder))
