@@ -1,0 +1,186 @@
+"""Worker processes: isolation, deaths by signal, out-of-memory policy, the memory guard.
+
+These spawn real workers (each imports TensorFlow, a few seconds) and kill them for real.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import gridcv
+from gridcv.jobs import FoldStatus
+
+pytestmark = pytest.mark.slow
+
+# Misbehaves in the first fold of the first candidate only (a marker file remembers),
+# then builds a normal model: what a retry should recover from.
+MISBEHAVING = """
+import os, signal, pathlib
+import numpy as np
+import keras
+
+HOLD = []
+BUILDS = [0]
+
+def build(params, input_shape, n_classes):
+    BUILDS[0] += 1  # the first build in a process is gridcv's builder check
+    marker = pathlib.Path(__file__).with_name("misbehaved-" + str(params["units"]))
+    if params["units"] == 4 and BUILDS[0] >= 2 and not marker.exists():
+        marker.write_text("x")
+        how = params["how"]
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if how == "memory_error":
+            raise MemoryError("simulated")
+        if how == "balloon":
+            HOLD.append(np.ones(400 * 2**20 // 8))  # 400 MiB, touched
+            import time; time.sleep(30)
+        if how == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+    model = keras.Sequential([keras.Input(shape=input_shape), keras.layers.Dense(params["units"], activation="relu"),
+                              keras.layers.Dense(n_classes, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+"""
+
+
+def experiment(make_experiment, how: str, **execution) -> Path:
+    return make_experiment(
+        builder=MISBEHAVING,
+        grid={"units": [4, 8], "how": [how]},
+        execution={"isolation": "process", **execution},
+    )
+
+
+def test_parent_never_imports_tensorflow(make_experiment):
+    path = make_experiment(execution={"isolation": "process"})
+    code = (
+        "import sys, gridcv; gridcv.run_experiment(sys.argv[1]);"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["done"] * 4
+    assert folds["worker_id"].tolist() == ["w1"] * 4
+    assert folds["worker_folds"].tolist() == [1, 2, 3, 4]
+    assert (folds["peak_rss"] > 100 * 2**20).all()
+
+
+def test_worker_killed_mid_fold_is_retried_with_half_the_batch(make_experiment):
+    path = experiment(make_experiment, "sigkill")
+    gridcv.run_experiment(path)
+    folds = gridcv.load_folds(path).set_index("param_units")
+    assert folds["status"].tolist() == ["done"] * 4
+    killed = folds.loc[4].iloc[0]
+    assert (killed["attempts"], killed["batch_size"], killed["accumulation_steps"]) == (2, 8, 2)
+    assert killed["effective_batch_size"] == 16
+    assert folds.loc[8]["attempts"].tolist() == [1, 1]
+    assert folds.loc[8]["batch_size"].tolist() == [16, 16]
+    attempts = gridcv.load_attempts(path)
+    first = attempts[attempts["outcome"] == "killed"]
+    assert len(first) == 1
+    assert (
+        first["message"]
+        .iloc[0]
+        .startswith("the worker was killed by SIGKILL (most likely the kernel's out-of-memory killer); it had reached ")
+    )
+    assert first["batch_size"].iloc[0] == 16
+
+
+def test_worker_killed_with_on_oom_skip_fails_only_that_fold(make_experiment):
+    path = experiment(make_experiment, "sigkill", on_oom="skip")
+    gridcv.run_experiment(path)
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["failed", "done", "done", "done"]
+    assert folds["cause"].iloc[0] == "killed"
+
+
+def test_worker_killed_with_on_oom_stop_ends_the_run_and_resumes(make_experiment):
+    path = experiment(make_experiment, "sigkill", on_oom="stop")
+    with pytest.raises(gridcv.RunStopped, match="ran out of memory .* and execution.on_oom is 'stop'"):
+        gridcv.run_experiment(path)
+    assert gridcv.load_folds(path)["status"].tolist() == ["pending", "pending", "pending", "pending"]
+    gridcv.run_experiment(path)  # the marker is there now: the retry succeeds
+    assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
+
+
+def test_memory_error_is_out_of_memory(make_experiment):
+    path = experiment(make_experiment, "memory_error")
+    gridcv.run_experiment(path)
+    attempts = gridcv.load_attempts(path)
+    assert attempts["outcome"].tolist().count("oom") == 1
+    assert attempts[attempts["outcome"] == "oom"]["message"].iloc[0] == "MemoryError: simulated"
+    assert gridcv.load_folds(path)["batch_size"].tolist() == [8, 16, 16, 16]
+
+
+def test_memory_guard_stops_a_worker_over_its_limit(make_experiment):
+    path = experiment(make_experiment, "balloon", max_worker_memory="1GiB")
+    started = time.monotonic()
+    gridcv.run_experiment(path)
+    assert time.monotonic() - started < 25  # the guard did not wait for the 30 s sleep
+    attempts = gridcv.load_attempts(path)
+    guard = attempts[attempts["outcome"] == "oom"]
+    assert len(guard) == 1
+    assert "above max_worker_memory (1.0 GiB); it was stopped by gridcv's memory guard" in guard["message"].iloc[0]
+    assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
+
+
+def test_a_crash_is_not_an_out_of_memory(make_experiment):
+    path = experiment(make_experiment, "segfault")
+    gridcv.run_experiment(path)
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["failed", "done", "done", "done"]
+    assert folds["message"].iloc[0].startswith("the worker was killed by SIGSEGV; it had reached")
+    assert folds["batch_size"].tolist() == [16, 16, 16, 16]
+
+
+def test_worker_is_replaced_after_folds_per_worker(make_experiment):
+    path = make_experiment(execution={"isolation": "process", "folds_per_worker": 3})
+    gridcv.run_experiment(path)
+    folds = gridcv.load_folds(path)
+    assert folds["worker_id"].tolist() == ["w1", "w1", "w1", "w2"]
+    assert folds["worker_folds"].tolist() == [1, 2, 3, 1]
+
+
+SLOW_BUILDER = """
+import time, keras
+
+class Slow(keras.callbacks.Callback):
+    pass
+
+def build(params, input_shape, n_classes):
+    time.sleep(60)
+"""
+
+
+def test_workers_die_with_their_runner(make_experiment, tmp_path):
+    path = make_experiment(builder=SLOW_BUILDER, execution={"isolation": "process"})
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    workers: list[psutil.Process] = []
+    while not workers and time.monotonic() < deadline:
+        time.sleep(0.5)
+        workers = [
+            c
+            for c in psutil.Process(runner.pid).children(recursive=True)
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
+    assert workers, "the runner never started a worker"
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
