@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from gridcv.faults import crash_point
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^epoch-(\d{5})\.npz$")
@@ -55,9 +57,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Writes a file so that a crash leaves the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
-        f.write(data)
+        f.write(data[: len(data) // 2])
+        f.flush()
+        crash_point("checkpoint-write")
+        f.write(data[len(data) // 2 :])
         f.flush()
         os.fsync(f.fileno())
+    crash_point("checkpoint-rename")
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

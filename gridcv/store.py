@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gridcv.errors import FinishedFoldError, ResultsError, ResultsLockedError
+from gridcv.faults import crash_point
 from gridcv.jobs import FoldOutcome, FoldStatus
 from gridcv.plan import FoldTask, canonical_json
 
@@ -240,11 +241,13 @@ class ResultStore:
         self.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, fault: str | None = None) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it or none of it lands."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            if fault:
+                crash_point(fault)
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
@@ -348,7 +351,7 @@ class ResultStore:
             raise ValueError("record() ends an attempt; it cannot leave the fold running")
         o = outcome
         now = time.time()
-        with self._transaction() as tx:
+        with self._transaction(fault="store-commit") as tx:
             row = tx.execute("SELECT status, attempts FROM folds WHERE task_id = ?", (o.task_id,)).fetchone()
             if row is None:
                 raise KeyError(o.task_id)

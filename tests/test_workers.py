@@ -16,7 +16,6 @@ import psutil
 import pytest
 
 import gridcv
-from gridcv.jobs import FoldStatus
 
 pytestmark = pytest.mark.slow
 

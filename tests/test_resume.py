@@ -1,0 +1,114 @@
+"""Crash-safe resume: kill the whole run at precise moments, resume, compare exactly.
+
+Runs are real ``gridcv run`` processes in their own session, killed with SIGKILL
+by the fault hook (gridcv/faults.py) or by the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gridcv
+from gridcv.store import ResultStore
+
+pytestmark = pytest.mark.slow
+
+DETERMINISTIC = {
+    "deterministic": True,
+    "fit": {"epochs": 4, "batch_size": 8},
+    "grid": {"units": [4, 8]},
+    "execution": {"isolation": "process"},
+}
+
+
+def gridcv_run(path: Path, *args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GRIDCV_FAULT"}
+    if fault:
+        env["GRIDCV_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
+
+
+def comparable(path: Path) -> list[tuple]:
+    folds = gridcv.load_folds(path)
+    store_rows = {r["task_id"]: r for r in _rows(path)}
+    return [
+        (r.task_id, r.status, r.test_accuracy, r.epochs_run, json.dumps(store_rows[r.task_id]["history"]))
+        for r in folds.itertuples()
+    ]
+
+
+def _rows(path: Path) -> list[dict]:
+    with ResultStore.open(path.parent / "results" / "tiny", readonly=True) as store:
+        return store.fold_rows()
+
+
+@pytest.fixture
+def reference(make_experiment, tmp_path_factory):
+    """The same deterministic experiment run without interruption, in its own folder."""
+    path = make_experiment(name="reference.yaml", output=str(tmp_path_factory.mktemp("ref") / "tiny"), **DETERMINISTIC)
+    done = gridcv_run(path)
+    assert done.returncode == 0, done.stderr
+    return gridcv.load_folds(path), {
+        r["task_id"]: r["history"] for r in ResultStore.open(Path(yaml_output(path)), readonly=True).fold_rows()
+    }
+
+
+def yaml_output(path: Path) -> str:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["output"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "checkpoint-write@3",  # mid-write of fold 1's third checkpoint
+        "checkpoint-rename@6",  # fold 2's second checkpoint complete but not renamed
+        "store-commit@2",  # fold 1's result written, not committed
+        "store-commit@4",  # the last fold's result not committed: the run was nearly done
+    ],
+)
+def test_killed_at_a_precise_moment_resumes_to_the_identical_result(make_experiment, reference, fault):
+    ref_folds, ref_history = reference
+    path = make_experiment(**DETERMINISTIC)
+    killed = gridcv_run(path, fault=fault)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = gridcv_run(path)
+    assert resumed.returncode == 0, resumed.stderr
+    folds = gridcv.load_folds(path)
+    assert folds["task_id"].tolist() == ref_folds["task_id"].tolist()
+    assert folds["status"].tolist() == ["done"] * 4
+    assert folds["test_accuracy"].tolist() == ref_folds["test_accuracy"].tolist()
+    assert folds["epochs_run"].tolist() == [4] * 4
+    with ResultStore.open(path.parent / "results" / "tiny", readonly=True) as store:
+        assert {r["task_id"]: r["history"] for r in store.fold_rows()} == ref_history
+        assert store.integrity_check() == "ok"
+        attempts = store.attempt_rows()
+    # the fold in flight was abandoned once and resumed from its last whole checkpoint
+    abandoned = [a for a in attempts if a["outcome"] == "abandoned"]
+    assert len(abandoned) <= 1
+    assert len(attempts) == 4 + len(abandoned)
+
+
+def test_resumed_fold_continues_from_its_last_checkpoint(make_experiment):
+    path = make_experiment(**DETERMINISTIC)
+    gridcv_run(path, fault="checkpoint-rename@4")  # fold 1 finished 3 epochs, 4th not renamed
+    gridcv_run(path)
+    with ResultStore.open(path.parent / "results" / "tiny", readonly=True) as store:
+        attempts = store.attempt_rows()
+    first = [a for a in attempts if a["attempt"] == 2]
+    assert len(first) == 1 and first[0]["resumed_from_epoch"] == 3
