@@ -240,7 +240,8 @@ class ProcessExecutor:
                     worker,
                     OutcomeKind.OOM,
                     peak,
-                    f"the worker reached {format_bytes(rss)}, above max_worker_memory ({format_bytes(limit)}); it was stopped by gridcv's memory guard",
+                    f"the worker reached {format_bytes(rss)}, above max_worker_memory "
+                    f"({format_bytes(limit)}); it was stopped by gridcv's memory guard",
                 )
         worker.process.join(5)
         self._worker = None

@@ -106,7 +106,7 @@ def test_worker_killed_with_on_oom_skip_fails_only_that_fold(make_experiment):
 
 def test_worker_killed_with_on_oom_stop_ends_the_run_and_resumes(make_experiment):
     path = experiment(make_experiment, "sigkill", on_oom="stop")
-    with pytest.raises(gridcv.RunStopped, match="ran out of memory .* and execution.on_oom is 'stop'"):
+    with pytest.raises(gridcv.RunStopped, match=r"ran out of memory .* and execution.on_oom is 'stop'"):
         gridcv.run_experiment(path)
     assert gridcv.load_folds(path)["status"].tolist() == ["pending", "pending", "pending", "pending"]
     gridcv.run_experiment(path)  # the marker is there now: the retry succeeds
@@ -181,5 +181,5 @@ def test_workers_die_with_their_runner(make_experiment, tmp_path):
     assert workers, "the runner never started a worker"
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == []
