@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from gridcv.errors import GridcvError, UserError
+from gridcv.errors import AllFoldsFailed, GridcvError, RunInterrupted, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GridcvError as exc:
         if args.debug:
             traceback.print_exc()
-        label = "error" if isinstance(exc, UserError) else "stopped"
+        label = {UserError: "error", RunInterrupted: "interrupted", AllFoldsFailed: "failed"}.get(
+            next((c for c in type(exc).__mro__ if c in (UserError, RunInterrupted, AllFoldsFailed)), None), "stopped"
+        )
         print(f"gridcv: {label}: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:

@@ -321,8 +321,8 @@ def _job(
 
 def _resume_hint(experiment: Experiment, folder: Path) -> str:
     return (
-        f"Stopped; finished folds are saved in {folder}. Run `gridcv run {experiment.path}` "
-        "again to resume from the last checkpoint."
+        f"finished folds are saved in {folder} and the fold in flight resumes from its last "
+        f"checkpoint. Run `gridcv run {experiment.path}` again to continue."
     )
 
 
@@ -374,7 +374,9 @@ def _check_folder(folder: Path, experiment: Experiment, options: RunOptions, whe
     if holder is not None:
         RunLock(folder).acquire()  # raises ResultsLockedError naming the holder
     if (folder / DB_NAME).exists() and not options.restart:
-        with ResultStore.open(folder, readonly=True) as store:
+        # No run holds the folder: read it without creating SQLite's side files, so a
+        # refused run leaves the folder exactly as it was (the check is redone under the lock).
+        with ResultStore.open(folder, untouched=True) as store:
             _check_compatible(store, experiment, folder, where)
 
 

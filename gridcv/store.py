@@ -186,13 +186,17 @@ class ResultStore:
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path, *, create: bool = False, readonly: bool = False) -> ResultStore:
+    def open(
+        cls, folder: Path, *, create: bool = False, readonly: bool = False, untouched: bool = False
+    ) -> ResultStore:
         """Opens the store of a results folder.
 
         Args:
             folder: The results folder.
             create: Create the folder and the database if they do not exist.
             readonly: Open for reading only (safe while a run writes).
+            untouched: Read without creating SQLite's ``-wal``/``-shm`` files. Only
+                when no run holds the folder: it does not see a concurrent writer.
 
         Raises:
             ResultsError: The folder has no results database, or it is not one.
@@ -206,13 +210,14 @@ class ResultStore:
                 )
             folder.mkdir(parents=True, exist_ok=True)
         try:
-            if readonly:
-                conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            if readonly or untouched:
+                mode = "ro&immutable=1" if untouched else "ro"
+                conn = sqlite3.connect(f"{db.as_uri()}?mode={mode}", uri=True, isolation_level=None)
             else:
                 conn = sqlite3.connect(db, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
-            if not readonly:
+            if not (readonly or untouched):
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.executescript(_SCHEMA)

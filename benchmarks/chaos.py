@@ -1,0 +1,222 @@
+"""Chaos test: SIGKILL a deterministic gridcv run at random moments, resume, compare exactly.
+
+    python benchmarks/chaos.py --kills 20
+
+A reference run goes uninterrupted. Then, round after round, the same
+experiment is started in a fresh results folder and killed (the whole process
+group, SIGKILL) at a random moment or at a random fault point (mid checkpoint
+write, before a checkpoint's rename, mid results commit) until it finishes;
+each round's final table is compared with the reference: same rows, scores and
+per-epoch histories exactly, no duplicates, ``PRAGMA integrity_check`` ok.
+Whole epochs redone are counted: the epoch a resumed fold starts from versus
+the newest checkpoint it had when it was killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+BUILDER = """
+import keras
+
+def build(params, input_shape, n_classes):
+    model = keras.Sequential([
+        keras.Input(shape=input_shape),
+        keras.layers.Dense(params["units"], activation="relu"),
+        keras.layers.Dropout(0.2),
+        keras.layers.Dense(n_classes, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss="sparse_categorical_crossentropy")
+    return model
+"""
+FAULTS = ["checkpoint-write", "checkpoint-rename", "store-commit"]
+
+
+@dataclass
+class ChaosReport:
+    """What the chaos run did and found."""
+
+    rounds: int = 0
+    kills: int = 0
+    fault_kills: int = 0
+    launches: int = 0
+    whole_epochs_redone: int = 0
+    lost_folds: int = 0
+    duplicated_folds: int = 0
+    max_score_difference: float = 0.0
+    history_mismatches: int = 0
+    integrity: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def ok(self) -> bool:
+        """No loss, no duplicate, no difference, healthy databases, no epoch redone."""
+        return (
+            self.lost_folds == 0
+            and self.duplicated_folds == 0
+            and self.max_score_difference == 0.0
+            and self.history_mismatches == 0
+            and set(self.integrity) <= {"ok"}
+            and self.whole_epochs_redone == 0
+        )
+
+
+def write_experiment(folder: Path, name: str, samples: int = 3000, epochs: int = 5) -> Path:
+    """A small deterministic experiment: 2 candidates x 3 folds x ``epochs`` epochs."""
+    rng = np.random.default_rng(0)
+    y = np.arange(samples) % 3
+    x = rng.normal(size=(samples, 32)).astype(np.float32)
+    x[:, 0] += y
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    np.save(folder / "data" / "x.npy", x)
+    np.save(folder / "data" / "y.npy", y)
+    (folder / "builder.py").write_text(BUILDER)
+    config = {
+        "name": name,
+        "seed": 0,
+        "deterministic": True,
+        "data": {"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"},
+        "model": "builder.py:build",
+        "fit": {"epochs": epochs, "batch_size": 16},
+        "grid": {"units": [16, 32], "learning_rate": [0.003]},
+        "cv": {"splitter": "StratifiedKFold", "n_splits": 3, "shuffle": True, "random_state": 0},
+        "scoring": ["accuracy", "neg_log_loss"],
+        "execution": {"isolation": "process"},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def launch(path: Path, output: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
+    """Starts ``gridcv run`` in its own session (so killing its group spares us)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRIDCV_FAULT"}
+    if fault:
+        env["GRIDCV_FAULT"] = fault
+    return subprocess.Popen(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet", "--output", str(output)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def snapshot(output: Path) -> dict[str, dict]:
+    """Fold rows by task id (only the columns that must match exactly)."""
+    from gridcv.store import ResultStore
+
+    with ResultStore.open(output, readonly=True) as store:
+        return {r["task_id"]: r for r in store.fold_rows()}
+
+
+def in_flight_checkpoints(output: Path) -> dict[str, int]:
+    """Newest checkpoint epoch of every fold left running (read right after a kill)."""
+    from gridcv.checkpoint import latest_epoch
+    from gridcv.store import DB_NAME, ResultStore
+
+    if not (output / DB_NAME).exists():
+        return {}
+    with ResultStore.open(output, readonly=True) as store:
+        running = [r["task_id"] for r in store.fold_rows() if r["status"] == "running"]
+    found = {}
+    for task_id in running:
+        epochs = [e for d in (output / "checkpoints" / task_id).glob("b*x*") if (e := latest_epoch(d)) is not None]
+        found[task_id] = max(epochs, default=0)
+    return found
+
+
+def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosReport, max_kills: int) -> None:
+    """Kills runs into ``output`` until one finishes (or ``max_kills`` is reached, then finishes it)."""
+    reached: dict[str, int] = {}
+    while True:
+        report.launches += 1
+        fault = None
+        if report.kills < max_kills and rng.random() < 0.35:
+            fault = f"{rng.choice(FAULTS)}@{rng.randint(1, 8)}"
+        proc = launch(path, output, fault if report.kills < max_kills else None)
+        deadline = time.monotonic() + rng.uniform(2.0, 14.0)
+        while proc.poll() is None and (report.kills >= max_kills or fault or time.monotonic() < deadline):
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.returncode == 0:
+            break
+        if proc.returncode != -signal.SIGKILL:
+            raise RuntimeError(f"gridcv run exited with {proc.returncode}")
+        report.kills += 1
+        report.fault_kills += bool(fault)
+        for task_id, epoch in in_flight_checkpoints(output).items():
+            reached[task_id] = max(reached.get(task_id, 0), epoch)
+    from gridcv.store import ResultStore
+
+    with ResultStore.open(output, readonly=True) as store:
+        final_attempts = {a["task_id"]: a for a in store.attempt_rows() if a["outcome"] == "done"}
+        report.integrity.append(store.integrity_check())
+    for task_id, epoch in reached.items():
+        report.whole_epochs_redone += max(0, epoch - (final_attempts[task_id]["resumed_from_epoch"] or 0))
+
+
+def compare(reference: dict[str, dict], result: dict[str, dict], report: ChaosReport) -> None:
+    """Counts lost and duplicated folds, score differences and history mismatches."""
+    report.lost_folds += sum(1 for t in reference if t not in result or result[t]["status"] != "done")
+    report.duplicated_folds += max(0, len(result) - len(set(result)))
+    for task_id, ref in reference.items():
+        got = result.get(task_id)
+        if got is None:
+            continue
+        for name, value in ref["scores"].items():
+            report.max_score_difference = max(report.max_score_difference, abs(value - got["scores"].get(name, np.inf)))
+        report.history_mismatches += json.dumps(ref["history"]) != json.dumps(got["history"])
+
+
+def run_chaos(workdir: Path, kills: int, seed: int = 0, samples: int = 3000) -> ChaosReport:
+    """Reference run, then chaos rounds until ``kills`` kills have happened."""
+    start = time.monotonic()
+    rng = random.Random(seed)
+    path = write_experiment(workdir, "chaos", samples=samples)
+    reference_out = workdir / "reference"
+    proc = launch(path, reference_out)
+    if proc.wait() != 0:
+        raise RuntimeError("the reference run failed")
+    reference = snapshot(reference_out)
+    report = ChaosReport()
+    while report.kills < kills:
+        report.rounds += 1
+        output = workdir / f"round-{report.rounds}"
+        chaos_round(path, output, rng, report, kills)
+        compare(reference, snapshot(output), report)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gridcv-chaos-"))
+    report = run_chaos(workdir, args.kills, args.seed)
+    print(f"workdir                  {workdir}")
+    for key, value in report.__dict__.items():
+        print(f"{key:<24} {value if not isinstance(value, float) else round(value, 6)}")
+    print("RESULT", "OK" if report.ok() else "FAILED")
+    return 0 if report.ok() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
