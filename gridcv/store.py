@@ -197,11 +197,15 @@ class ResultStore:
             readonly: Open for reading only (safe while a run writes).
             untouched: Read without creating SQLite's ``-wal``/``-shm`` files. Only
                 when no run holds the folder: it does not see a concurrent writer.
+                If a write-ahead log is there (a run died before checkpointing it),
+                it holds committed data, so the database is read normally.
 
         Raises:
             ResultsError: The folder has no results database, or it is not one.
         """
         db = folder / DB_NAME
+        if untouched and Path(f"{db}-wal").exists():
+            untouched, readonly = False, True
         if not db.exists():
             if not create:
                 raise ResultsError(

@@ -1,0 +1,174 @@
+"""Ctrl-C, a second concurrent run, status after a kill, corrupt checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gridcv
+from gridcv.checkpoint import TrainingState, list_checkpoints, newest_usable, save_checkpoint
+from gridcv.store import ResultStore, RunLock
+
+SLOW = {"fit": {"epochs": 40, "batch_size": 4}, "grid": {"units": [4]}, "execution": {"isolation": "process"}}
+
+
+def start(path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_checkpoint(folder: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any((folder / "checkpoints").rglob("epoch-*.npz")):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_a_checkpoint_and_resumes(make_experiment):
+    path = make_experiment(**SLOW)
+    folder = path.parent / "results" / "tiny"
+    run = start(path, "--quiet")
+    wait_for_checkpoint(folder)
+    os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert err.strip() == (
+        f"gridcv: interrupted: finished folds are saved in {folder} and the fold in flight resumes from its last "
+        f"checkpoint. Run `gridcv run {path}` again to continue."
+    )
+    folds = gridcv.load_folds(path)
+    assert folds["status"].iloc[0] == "pending"
+    attempts = gridcv.load_attempts(path)
+    assert attempts["outcome"].tolist()[0] == "interrupted"
+    stopped_at = int(attempts["message"].iloc[0].rsplit(" ", 1)[1])
+    assert 1 <= stopped_at < 40
+    resumed = start(path, "--quiet")
+    resumed.communicate(timeout=300)
+    assert resumed.returncode == 0
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["done", "done"]
+    assert gridcv.load_attempts(path)["resumed_from_epoch"].tolist()[1] == stopped_at
+
+
+@pytest.mark.slow
+def test_second_run_on_the_same_folder_is_refused(make_experiment):
+    path = make_experiment(**SLOW)
+    folder = path.parent / "results" / "tiny"
+    first = start(path, "--quiet")
+    try:
+        wait_for_checkpoint(folder)
+        second = subprocess.run(
+            [sys.executable, "-m", "gridcv.cli", "run", str(path)], capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 2
+        assert second.stderr.startswith(
+            f"gridcv: error: {folder}: another gridcv run is using this results folder (pid {first.pid} on "
+        )
+        assert second.stderr.strip().endswith(
+            "Wait for it to finish, stop it, or pass --output to write this run's results to a different folder."
+        )
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+@pytest.mark.slow
+def test_status_shows_the_stale_fold_after_a_kill(make_experiment):
+    path = make_experiment(**SLOW)
+    folder = path.parent / "results" / "tiny"
+    run = start(path, "--quiet")
+    wait_for_checkpoint(folder)
+    time.sleep(0.5)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    out = subprocess.run(
+        [sys.executable, "-m", "gridcv.cli", "status", str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"tiny ({folder})"
+    assert lines[1] == "  folds: 2 total, 0 done, 1 running, 0 failed, 1 left"
+    assert lines[2] == "  run: none active"
+    assert lines[3].startswith("  in flight: candidate 1 fold 1, attempt 1, checkpointed at epoch ")
+    assert lines[3].endswith("(stale: its run ended; the next run takes it back)")
+    assert RunLock(folder).holder() is None
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+    signature = [[[2], "float32"]]
+    for epoch in (1, 2):
+        save_checkpoint(
+            tmp_path,
+            TrainingState(epoch=epoch, history={"loss": [1.0] * epoch}),
+            [np.full(2, epoch, np.float32)],
+            signature,
+        )
+    newest = list_checkpoints(tmp_path)[0]
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    with caplog.at_level(logging.WARNING):
+        state, arrays = newest_usable(tmp_path, signature)
+    assert state.epoch == 1 and arrays[0].tolist() == [1.0, 1.0]
+    assert f"checkpoint {newest} cannot be used" in caplog.text
+
+
+def test_every_checkpoint_corrupt_means_a_fresh_start_with_a_warning(tmp_path, caplog):
+    signature = [[[2], "float32"]]
+    save_checkpoint(tmp_path, TrainingState(epoch=1), [np.zeros(2, np.float32)], signature)
+    path = list_checkpoints(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[-300:-200] = bytes(100)  # flipped bytes inside the archive
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        assert newest_usable(tmp_path, signature) is None
+    assert f"no usable checkpoint in {tmp_path}; the fold starts from epoch 0" in caplog.text
+
+
+def test_checkpoint_for_another_model_is_not_restored(tmp_path, caplog):
+    save_checkpoint(tmp_path, TrainingState(epoch=3), [np.zeros(2, np.float32)], [[[2], "float32"]])
+    with caplog.at_level(logging.WARNING):
+        assert newest_usable(tmp_path, [[[3], "float32"]]) is None
+    assert "it was written for a different model or optimizer" in caplog.text
+
+
+def test_only_the_two_newest_checkpoints_are_kept(tmp_path):
+    for epoch in range(1, 6):
+        save_checkpoint(tmp_path, TrainingState(epoch=epoch), [np.zeros(1, np.float32)], [[[1], "float32"]])
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-00005.npz", "epoch-00004.npz"]
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.slow
+def test_a_run_with_a_corrupted_checkpoint_still_finishes(make_experiment):
+    path = make_experiment(**SLOW)
+    folder = path.parent / "results" / "tiny"
+    run = start(path, "--quiet")
+    wait_for_checkpoint(folder)
+    time.sleep(1.0)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    for ckpt in (folder / "checkpoints").rglob("epoch-*.npz"):
+        ckpt.write_bytes(b"garbage")
+    resumed = start(path, "--quiet")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert gridcv.load_folds(path)["status"].tolist() == ["done", "done"]
+    with ResultStore.open(folder, readonly=True) as store:
+        assert store.integrity_check() == "ok"
+    log = (folder / "logs").glob("worker-*.log")
+    assert any("no usable checkpoint" in p.read_text() for p in log)
