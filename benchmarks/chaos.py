@@ -156,7 +156,8 @@ def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosRepor
         if proc.returncode == 0:
             break
         if proc.returncode != -signal.SIGKILL:
-            raise RuntimeError(f"gridcv run exited with {proc.returncode}")
+            tail = Path(f"{output}.stderr").read_text()[-3000:]
+            raise RuntimeError(f"gridcv run exited with {proc.returncode}:\n{tail}")
         report.kills += 1
         report.fault_kills += bool(fault)
         for task_id, epoch in in_flight_checkpoints(output).items():

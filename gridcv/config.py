@@ -75,7 +75,9 @@ class ExecutionSpec(_Section):
 
     isolation: Literal["process", "inline"] = "process"
     max_worker_memory: ByteSize | None = None
-    folds_per_worker: PositiveInt | None = None
+    # Replacing workers is what keeps memory flat (clear_session + gc.collect do not);
+    # benchmarks/memory.py measured the default.
+    folds_per_worker: PositiveInt | None = 20
     on_oom: Literal["retry_smaller_batch", "skip", "stop"] = "retry_smaller_batch"
     min_batch_size: PositiveInt = 1
     max_retries: NonNegativeInt = 0

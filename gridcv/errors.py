@@ -51,6 +51,12 @@ class ExperimentChangedError(ResultsError):
     """The experiment file changed in a way that invalidates finished folds."""
 
 
+class WorkerStartError(GridcvError):
+    """A worker process died before it was ready (TensorFlow failed to import, most likely)."""
+
+    exit_code = 1
+
+
 class FinishedFoldError(GridcvError):
     """Attempted to change a fold that is already finished (done rows are immutable)."""
 

@@ -25,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
 
-from gridcv.errors import BuilderError, DataError, UserError
+from gridcv.errors import BuilderError, DataError, UserError, WorkerStartError
 from gridcv.jobs import FoldJob, FoldOutcome, OutcomeKind
 from gridcv.memory import format_bytes, rss_of
 from gridcv.worker import STOP_SIGNAL
@@ -40,7 +40,7 @@ class ExecutionSettings:
 
     isolation: str = "process"
     max_worker_memory: int | None = None
-    folds_per_worker: int | None = None
+    folds_per_worker: int | None = 20
     deterministic: bool = False
     log_dir: Path | None = None  # None: workers write to the terminal (--debug)
 
@@ -125,10 +125,21 @@ class _Worker:
         self.process.start()
         child.close()
         self.folds = 0
-        self.peak_rss = 0
+        self.ready = False
+        self.log_path = log_path
+
+    def wait_ready(self) -> None:
+        """Waits until the worker has imported TensorFlow and asks for work."""
+        if self.ready:
+            return
         tag, _pid = self._receive(timeout=None)
         if tag != "ready":
-            raise RuntimeError(f"worker {worker_id} did not start: {tag}")
+            where = f"; see {self.log_path}" if self.log_path else ""
+            raise WorkerStartError(
+                f"a gridcv worker process could not start (exit code {self.process.exitcode}){where}. Check that "
+                "TensorFlow imports in this environment: python -c 'import tensorflow'."
+            )
+        self.ready = True
 
     @property
     def pid(self) -> int:
@@ -173,6 +184,7 @@ class ProcessExecutor:
     def __init__(self, settings: ExecutionSettings) -> None:
         self.settings = settings
         self._worker: _Worker | None = None
+        self._standby: _Worker | None = None  # warmed up while the current worker runs its last fold
         self._started = 0
         # Until the results folder exists (it is not created before the builder is
         # checked), logs go to a temporary folder.
@@ -193,13 +205,20 @@ class ProcessExecutor:
             self._worker.conn.send(("log", str(path)))
             self._worker._receive(timeout=None)
 
+    def _spawn(self) -> _Worker:
+        self._started += 1
+        worker_id = f"w{self._started}"
+        return _Worker(worker_id, self.settings.deterministic, self._log_path(worker_id))
+
     def _ensure_worker(self) -> _Worker:
         if self._worker is None or not self._worker.alive():
             if self._worker is not None:
                 self._worker.stop(grace=0)
-            self._started += 1
-            worker_id = f"w{self._started}"
-            self._worker = _Worker(worker_id, self.settings.deterministic, self._log_path(worker_id))
+            if self._standby is not None and self._standby.alive():
+                self._worker, self._standby = self._standby, None
+            else:
+                self._worker = self._spawn()
+        self._worker.wait_ready()
         return self._worker
 
     def check(self, job: FoldJob) -> None:
@@ -215,6 +234,10 @@ class ProcessExecutor:
     def run(self, job: FoldJob) -> FoldOutcome:
         worker = self._ensure_worker()
         worker.folds += 1
+        if worker.folds == self.settings.folds_per_worker and self._standby is None:
+            # This is the worker's last fold: its successor imports TensorFlow meanwhile
+            # (seconds of start-up that would otherwise be spent waiting).
+            self._standby = self._spawn()
         worker.conn.send(("fold", job))
         peak = 0
         limit = self.settings.max_worker_memory
@@ -289,6 +312,7 @@ class ProcessExecutor:
             os.kill(self._worker.pid, STOP_SIGNAL)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        for worker in (self._worker, self._standby):
+            if worker is not None:
+                worker.stop()
+        self._worker = self._standby = None
