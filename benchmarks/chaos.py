@@ -101,17 +101,24 @@ def write_experiment(folder: Path, name: str, samples: int = 3000, epochs: int =
 
 
 def launch(path: Path, output: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
-    """Starts ``gridcv run`` in its own session (so killing its group spares us)."""
+    """Starts ``gridcv run`` in its own session (so killing its group spares us).
+
+    Its stderr is appended to ``<output>.stderr``, to explain any unexpected exit.
+    """
     env = {k: v for k, v in os.environ.items() if k != "GRIDCV_FAULT"}
     if fault:
         env["GRIDCV_FAULT"] = fault
-    return subprocess.Popen(
-        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet", "--output", str(output)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{output}.stderr", "ab") as stderr:
+        stderr.write(f"--- launch, fault={fault}\n".encode())
+        stderr.flush()
+        return subprocess.Popen(
+            [sys.executable, "-m", "gridcv.cli", "--debug", "run", str(path), "--quiet", "--output", str(output)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
 
 
 def snapshot(output: Path) -> dict[str, dict]:

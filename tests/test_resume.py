@@ -6,7 +6,6 @@ by the fault hook (gridcv/faults.py) or by the test.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import gridcv
 from gridcv.store import ResultStore
+from tests.conftest import TINY_BUILDER, base_config, write_arrays
 
 pytestmark = pytest.mark.slow
 
@@ -42,35 +43,21 @@ def gridcv_run(path: Path, *args: str, fault: str | None = None, timeout: float 
     )
 
 
-def comparable(path: Path) -> list[tuple]:
-    folds = gridcv.load_folds(path)
-    store_rows = {r["task_id"]: r for r in _rows(path)}
-    return [
-        (r.task_id, r.status, r.test_accuracy, r.epochs_run, json.dumps(store_rows[r.task_id]["history"]))
-        for r in folds.itertuples()
-    ]
-
-
-def _rows(path: Path) -> list[dict]:
-    with ResultStore.open(path.parent / "results" / "tiny", readonly=True) as store:
-        return store.fold_rows()
-
-
-@pytest.fixture
-def reference(make_experiment, tmp_path_factory):
-    """The same deterministic experiment run without interruption, in its own folder."""
-    path = make_experiment(name="reference.yaml", output=str(tmp_path_factory.mktemp("ref") / "tiny"), **DETERMINISTIC)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same deterministic experiment run once, without interruption."""
+    folder = tmp_path_factory.mktemp("reference")
+    write_arrays(folder)
+    (folder / "builder.py").write_text(TINY_BUILDER)
+    config = base_config(**DETERMINISTIC)
+    config["output"] = str(folder / "results" / "tiny")
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
     done = gridcv_run(path)
     assert done.returncode == 0, done.stderr
-    return gridcv.load_folds(path), {
-        r["task_id"]: r["history"] for r in ResultStore.open(Path(yaml_output(path)), readonly=True).fold_rows()
-    }
-
-
-def yaml_output(path: Path) -> str:
-    import yaml
-
-    return yaml.safe_load(path.read_text())["output"]
+    with ResultStore.open(folder / "results" / "tiny", readonly=True) as store:
+        history = {r["task_id"]: r["history"] for r in store.fold_rows()}
+    return gridcv.load_folds(path), history
 
 
 @pytest.mark.parametrize(
