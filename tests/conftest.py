@@ -101,7 +101,9 @@ def build(params, input_shape, n_classes):
 '''
 
 
-def tiny_images(n: int, n_classes: int = 3, size: tuple[int, int] = (8, 8), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def tiny_images(
+    n: int, n_classes: int = 3, size: tuple[int, int] = (8, 8), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 grayscale images whose class is a bright horizontal band (learnable), and their labels."""
     rng = np.random.default_rng(seed)
     y = np.arange(n) % n_classes
@@ -112,7 +114,9 @@ def tiny_images(n: int, n_classes: int = 3, size: tuple[int, int] = (8, 8), seed
     return images, y
 
 
-def write_image_folder(root: Path, n: int = 30, n_classes: int = 3, size: tuple[int, int] = (8, 8), ext: str = ".png") -> np.ndarray:
+def write_image_folder(
+    root: Path, n: int = 30, n_classes: int = 3, size: tuple[int, int] = (8, 8), ext: str = ".png"
+) -> np.ndarray:
     """Writes ``root/<class>/<i>.png`` (classes 'a', 'b', 'c', ...); returns the uint8 images in file order."""
     images, y = tiny_images(n, n_classes, size)
     order = []
