@@ -96,7 +96,7 @@ def build(params, input_shape, n_classes):
         keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
         keras.layers.Conv2D(n_classes, 1, activation="softmax"),
     ])
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
     return model
 '''
 
