@@ -63,8 +63,15 @@ def test_csv_manifest_with_string_labels_groups_and_npy_files(tmp_path):
         np.save(tmp_path / "samples" / f"{i}.npy", np.full((2, 3), i, dtype=np.float64))
         lines.append(f"{i}.npy,{'sick' if i % 2 else 'well'},p{i // 4}")
     (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
-    spec = {"kind": "csv", "path": "list.csv", "root": "samples", "x_column": "path", "y_column": "diagnosis",
-            "group_column": "patient", "class_names": ["well", "sick"]}
+    spec = {
+        "kind": "csv",
+        "path": "list.csv",
+        "root": "samples",
+        "x_column": "path",
+        "y_column": "diagnosis",
+        "group_column": "patient",
+        "class_names": ["well", "sick"],
+    }
     source = open_source(spec, tmp_path, W)
     assert source.labels().tolist() == [0, 1] * 4 and source.groups().tolist() == ["p0"] * 4 + ["p1"] * 4
     x, y = source.read(np.array([5, 2]))
@@ -116,9 +123,7 @@ def test_on_bad_file_skip_leaves_corrupt_files_out_with_a_warning(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source = open_source({"kind": "images", "root": "images", "on_bad_file": "skip"}, tmp_path, W)
-    assert [str(w.message) for w in caught] == [
-        f"{W}: skipping 1 unreadable file(s) (data.on_bad_file: skip): {bad}"
-    ]
+    assert [str(w.message) for w in caught] == [f"{W}: skipping 1 unreadable file(s) (data.on_bad_file: skip): {bad}"]
     assert source.n_samples == 30 and source.read(np.arange(30))[0].shape == (30, 8, 8, 3)
 
 

@@ -231,7 +231,9 @@ def _drop_unreadable(spec: dict[str, Any], keep: list[int], files: list[Path], w
     bad = [str(files[i]) for i in keep if i not in kept]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        warnings.warn(f"{where}: skipping {len(bad)} unreadable file(s) (data.on_bad_file: skip): {shown}", stacklevel=3)
+        warnings.warn(
+            f"{where}: skipping {len(bad)} unreadable file(s) (data.on_bad_file: skip): {shown}", stacklevel=3
+        )
     if not good:
         raise DataError(f"{where}: every file of the data is unreadable; nothing is left to train on.")
     return good
@@ -299,8 +301,11 @@ def open_image_folder(spec: dict[str, Any], base_dir: Path, where: str) -> FileS
     if not present or missing:
         raise DataError(
             f"{where}: key 'data.root' folder {root} must hold one sub-folder per class; "
-            + (f"there is no sub-folder for class(es) {', '.join(missing)} named in data.class_names." if missing
-               else "it has none. Put each class's images in a folder named after the class.")
+            + (
+                f"there is no sub-folder for class(es) {', '.join(missing)} named in data.class_names."
+                if missing
+                else "it has none. Put each class's images in a folder named after the class."
+            )
         )
     files, labels = [], []
     for label, name in enumerate(names):
@@ -314,9 +319,7 @@ def open_image_folder(spec: dict[str, Any], base_dir: Path, where: str) -> FileS
         files += found
         labels += [label] * len(found)
     keep = _drop_unreadable(spec, list(range(len(files))), files, where)
-    return FileSource(
-        [files[i] for i in keep], np.array(labels)[keep], None, None, len(names), _decoding(spec), where
-    )
+    return FileSource([files[i] for i in keep], np.array(labels)[keep], None, None, len(names), _decoding(spec), where)
 
 
 def open_csv(spec: dict[str, Any], base_dir: Path, where: str) -> FileSource:
@@ -342,8 +345,11 @@ def open_csv(spec: dict[str, Any], base_dir: Path, where: str) -> FileSource:
         columns = list(reader.fieldnames or [])
         rows = list(reader)
     segmentation = bool(spec.get("mask_column"))
-    wanted = {"x_column": spec.get("x_column", "file"), "group_column": spec.get("group_column"),
-              "mask_column": spec.get("mask_column")}
+    wanted = {
+        "x_column": spec.get("x_column", "file"),
+        "group_column": spec.get("group_column"),
+        "mask_column": spec.get("mask_column"),
+    }
     if not segmentation:
         wanted["y_column"] = spec.get("y_column", "label")
     for key, column in wanted.items():
