@@ -22,3 +22,21 @@ def build(params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) 
         loss="sparse_categorical_crossentropy",
     )
     return model
+
+
+def build_segmentation(params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """A tiny fully-convolutional net: one class distribution per pixel."""
+    filters = params.get("filters", 8)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(n_classes, 1, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=params.get("learning_rate", 3e-3)),
+        loss="sparse_categorical_crossentropy",
+    )
+    return model

@@ -15,20 +15,31 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
     BaseModel,
     ByteSize,
     ConfigDict,
-    Field,
     NonNegativeInt,
     PositiveInt,
     ValidationError,
 )
 
+from gridcv.data.spec import (
+    SEGMENTATION_SCORERS,
+    ArraysData,
+    AugmentSpec,
+    CsvData,
+    DataSection,
+    DataSpec,
+    ImagesData,
+    is_segmentation,
+)
 from gridcv.errors import ConfigError
+
+__all__ = ["ArraysData", "AugmentSpec", "CsvData", "ExperimentSpec", "ImagesData", "load_experiment"]
 
 _MODEL_REF = re.compile(r"^(?P<module>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -36,19 +47,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArraysData(_Section):
-    """``data: kind: arrays``: two ``.npy`` files opened as memory maps."""
-
-    kind: Literal["arrays"]
-    x: str
-    y: str
-    groups: str | None = None
-    prepare: str | None = Field(
-        default=None,
-        description="'file.py:function' called with the experiment folder when x or y is missing",
-    )
 
 
 class FitSpec(_Section):
@@ -90,7 +88,7 @@ class ExperimentSpec(_Section):
     output: str | None = None
     seed: NonNegativeInt = 0
     deterministic: bool = False
-    data: ArraysData
+    data: DataSpec
     model: str
     fit: FitSpec = FitSpec()
     grid: dict[str, list[Any]] | list[dict[str, list[Any]]]
@@ -222,21 +220,65 @@ def load_experiment(path: str | Path) -> Experiment:
 def _explain(path: str | Path, exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
-        loc = tuple(str(p) for p in err["loc"] if not _is_union_tag(p))
+        loc, model = _walk(tuple(err["loc"]))
         key = ".".join(loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":
-            known = _known_keys(loc[:-1])
-            problems.append(_unknown_key(loc[-1], ".".join(loc[:-1]), known))
+            problems.append(_unknown_key(loc[-1], ".".join(loc[:-1]), _known_keys(tuple(err["loc"])[:-1])))
         elif kind == "missing":
             problems.append(f"required key '{key}' is missing; add it")
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            problems.append(f"key '{key}' is {err['input']!r} but must be one of {expected}")
+        elif kind in ("literal_error", "union_tag_invalid"):
+            ctx = err.get("ctx", {})
+            expected = ctx.get("expected") or ctx.get("expected_tags", "")
+            value = err["input"] if kind == "literal_error" else ctx.get("tag")
+            key = key if kind == "literal_error" else f"{key}.kind"
+            problems.append(f"key '{key}' is {value!r} but must be one of {expected}")
+        elif kind == "union_tag_not_found":
+            tags = ", ".join(repr(t) for t in _union_tags(model))
+            problems.append(f"required key '{key}.kind' is missing; add it (one of {tags})")
         else:
             problems.append(f"key '{key}' has value {err['input']!r}: {err['msg']}")
     problems = list(dict.fromkeys(problems))
     return f"{path}: " + "; ".join(problems) + ". See experiments/digits.yaml for a valid file."
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The pydantic models an annotation can hold (unwrapping Annotated, unions, Optional)."""
+    if get_origin(annotation) is Annotated:
+        return _members(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, type(int | None)):
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    return [annotation] if hasattr(annotation, "model_fields") else []
+
+
+def _union_tags(annotation: Any) -> list[str]:
+    tags = []
+    for member in _members(annotation):
+        field = member.model_fields.get("kind")
+        if field is not None and get_origin(field.annotation) is Literal:
+            tags.extend(get_args(field.annotation))
+    return tags
+
+
+def _walk(raw_loc: tuple[Any, ...]) -> tuple[tuple[str, ...], Any]:
+    """An error location without pydantic's union tags, and the annotation it ends at.
+
+    pydantic puts the chosen member of a union into the location: the tag of a
+    discriminated union (``data.images.root``) or a type name (``grid.dict[...]``).
+    """
+    loc: list[str] = []
+    annotation: Any = ExperimentSpec
+    for part in raw_loc:
+        members = _members(annotation)
+        if len(members) > 1 and part in _union_tags(annotation):
+            annotation = next(m for m in members if part in _union_tags(m))
+            continue
+        if _is_union_tag(part):
+            continue
+        loc.append(str(part))
+        field = next((m.model_fields[str(part)] for m in members if str(part) in m.model_fields), None)
+        annotation = field.annotation if field is not None else None
+    return tuple(loc), annotation
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -244,14 +286,11 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in {"str", "list", "int"})
 
 
-def _known_keys(loc: tuple[str, ...]) -> list[str]:
-    model: Any = ExperimentSpec
-    for part in loc:
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            return []
-        model = field.annotation
-    return list(model.model_fields) if hasattr(model, "model_fields") else []
+def _known_keys(raw_loc: tuple[Any, ...]) -> list[str]:
+    """The keys valid in the section at a (raw pydantic) location; [] if it is not a section."""
+    _, annotation = _walk(raw_loc)
+    members = _members(annotation)
+    return list(members[0].model_fields) if len(members) == 1 else []
 
 
 def _unknown_key(key: str, section: str, known: list[str]) -> str:
@@ -278,7 +317,8 @@ def _check_semantics(path: str | Path, experiment: Experiment) -> None:
         )
     _check_grid(path, spec)
     _check_splitter(path, spec.cv)
-    _check_scorers(path, spec.scorers())
+    _check_scorers(path, spec.scorers(), segmentation=is_segmentation(spec.data))
+    _check_segmentation(path, spec)
 
 
 def _check_grid(path: str | Path, spec: ExperimentSpec) -> None:
@@ -299,12 +339,57 @@ def _check_grid(path: str | Path, spec: ExperimentSpec) -> None:
                     f"{path}: key '{where}.{key}' holds values that are not plain numbers, "
                     "strings, booleans, null or lists of those; use plain YAML values."
                 ) from None
+            _check_data_grid_key(path, f"{where}.{key}", key, values)
             for reserved in ("epochs", "batch_size"):
                 if key == reserved and not all(isinstance(v, int) and v > 0 for v in values):
                     raise ConfigError(
                         f"{path}: key '{where}.{key}' overrides fit.{key} and must hold positive "
                         f"integers, got {values!r}."
                     )
+
+
+def _check_data_grid_key(path: str | Path, where: str, key: str, values: list[Any]) -> None:
+    """Grid keys ``augment`` and ``balance`` override ``data.augment`` and ``data.balance``."""
+    if key == "balance":
+        allowed = get_args(DataSection.model_fields["balance"].annotation)
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ConfigError(
+                f"{path}: key '{where}' overrides data.balance and must hold values from "
+                f"{', '.join(repr(a) for a in allowed)}, got {bad[0]!r}."
+            )
+    if key == "augment":
+        for value in values:
+            if isinstance(value, bool):
+                continue
+            try:
+                AugmentSpec.model_validate(value)
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"{path}: key '{where}' overrides data.augment and must hold true (data.augment as "
+                    "declared), false (no augmentation) or a mapping of augment keys "
+                    f"({', '.join(AugmentSpec.model_fields)}); {value!r} is none of those "
+                    f"({exc.errors()[0]['msg']})."
+                ) from None
+
+
+def _check_segmentation(path: str | Path, spec: ExperimentSpec) -> None:
+    data = spec.data
+    if not is_segmentation(data):
+        return
+    mask_key = "data.masks" if isinstance(data, ImagesData) else "data.mask_column"
+    if getattr(data, "n_classes", None) is None:
+        raise ConfigError(
+            f"{path}: key 'data.n_classes' is missing; with {mask_key} set, the data is a segmentation "
+            "task and masks hold class ids 0 .. n_classes-1, so give their number (e.g. n_classes: 3)."
+        )
+    balances = {data.balance, *(v for g in spec.grid_dicts() for v in g.get("balance", []))}
+    if balances - {"none"}:
+        raise ConfigError(
+            f"{path}: key 'data.balance' (or grid key 'balance') asks for class balancing, which "
+            f"works on one class per sample; with {mask_key} set, labels are per-pixel masks. "
+            "Use balance: none (or weight classes in the model's loss)."
+        )
 
 
 def _splitter_class(name: str) -> type | None:
@@ -348,15 +433,27 @@ def _check_splitter(path: str | Path, cv: CVSpec) -> None:
         raise ConfigError(f"{path}: key 'cv' does not make a valid {cv.splitter}: {exc}.") from None
 
 
-def _check_scorers(path: str | Path, names: list[str]) -> None:
+def _check_scorers(path: str | Path, names: list[str], segmentation: bool = False) -> None:
     from sklearn.metrics import get_scorer_names
 
-    known = get_scorer_names()
+    known = list(SEGMENTATION_SCORERS) if segmentation else get_scorer_names()
     if not names:
         raise ConfigError(f"{path}: key 'scoring' is an empty list; name at least one scorer.")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: key 'scoring' names a scorer twice ({names}); list each once.")
     for name in names:
+        if segmentation and name not in known:
+            raise ConfigError(
+                f"{path}: key 'scoring' names {name!r}, but the data is a segmentation task (per-pixel "
+                f"masks), which is scored with {' or '.join(repr(k) for k in known)}. "
+                "Set scoring to one or both of them."
+            )
+        if name in SEGMENTATION_SCORERS and not segmentation:
+            raise ConfigError(
+                f"{path}: key 'scoring' names {name!r}, which scores per-pixel masks, but the data has "
+                "one class per sample. Set data.masks (or data.mask_column) for segmentation, or use "
+                "a classification scorer such as 'accuracy'."
+            )
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

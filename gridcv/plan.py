@@ -162,7 +162,11 @@ def _split(
             for tr, te in splitter.split(placeholder, y, groups)
         )
     except ValueError as exc:
-        hint = " Set data.groups to a .npy file of group ids." if "group" in str(exc).lower() else ""
+        hint = (
+            " Give each sample a group: data.groups (a .npy file, kind: arrays) or data.group_column (kind: csv)."
+            if "group" in str(exc).lower()
+            else ""
+        )
         raise ConfigError(
             f"{source}: key 'cv' cannot split these {len(y)} samples with {name}: {exc}.{hint} "
             "Lower cv.n_splits or choose another splitter."

@@ -75,3 +75,33 @@ def score_fold(
     estimator = PredictedProbabilities(probabilities, n_classes)
     rows = np.arange(len(y_true)).reshape(-1, 1)
     return {name: float(get_scorer(name)(estimator, rows, y_true)) for name in scorers}
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Pixel counts ``[true class, predicted class]`` of one batch of class maps."""
+    flat = y_true.astype(np.int64).ravel() * n_classes + y_pred.astype(np.int64).ravel()
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def segmentation_scores(scorers: Sequence[str], confusion: np.ndarray) -> dict[str, float]:
+    """Per-pixel scores of a validation fold from its accumulated confusion matrix.
+
+    ``mean_iou`` averages intersection-over-union over the classes that occur
+    (in the masks or the predictions), as ``keras.metrics.MeanIoU`` does;
+    ``pixel_accuracy`` is the fraction of pixels classified correctly.
+
+    Args:
+        scorers: Names among ``mean_iou`` and ``pixel_accuracy``.
+        confusion: ``(n_classes, n_classes)`` pixel counts, true class by row.
+
+    Returns:
+        Scorer name -> score.
+    """
+    confusion = confusion.astype(np.float64)
+    hits = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - hits
+    values = {
+        "mean_iou": float(np.mean(hits[union > 0] / union[union > 0])) if (union > 0).any() else float("nan"),
+        "pixel_accuracy": float(hits.sum() / confusion.sum()) if confusion.sum() else float("nan"),
+    }
+    return {name: values[name] for name in scorers}

@@ -16,12 +16,12 @@ import keras
 import numpy as np
 
 from gridcv.checkpoint import TrainingState, newest_usable, save_checkpoint
-from gridcv.data.batches import EpochCursor, IndexBatches
+from gridcv.data.batches import EpochCursor, IndexBatches, fold_batches
 from gridcv.data.sources import Source, import_function, open_source
 from gridcv.errors import BuilderError, DataError
 from gridcv.jobs import FoldJob, FoldOutcome, OutcomeKind
 from gridcv.memory import peak_rss, reset_peak_rss
-from gridcv.scoring import as_class_probabilities, score_fold
+from gridcv.scoring import as_class_probabilities, confusion_matrix, score_fold, segmentation_scores
 
 _builders: dict[tuple[Any, ...], Any] = {}
 
@@ -112,12 +112,15 @@ def run_fold(
     try:
         source = open_source(job.data.spec, job.data.base_dir, job.data.where)
         model = build_model(job, source)
-        train = IndexBatches(source, job.train_idx, job.batch_size, shuffle=job.shuffle, seed=job.task.seed)
+        train, val = fold_batches(
+            source, job.data.spec, job.params, job.train_idx, job.test_idx, job.batch_size, job.task.seed, job.shuffle
+        )
         state = restore_training_state(model, job.checkpoint_dir)
         checkpoint = EpochCheckpoint(job.checkpoint_dir, state, should_stop)
         if state.epoch < job.epochs:
             model.fit(
-                train,
+                train.feed(state.epoch, job.epochs),
+                steps_per_epoch=len(train),
                 epochs=job.epochs,
                 initial_epoch=state.epoch,
                 verbose=0,
@@ -145,14 +148,26 @@ def run_fold(
                 **base,
             )
         start = time.perf_counter()
-        val = IndexBatches(source, job.test_idx, job.batch_size, labels=False)
-        raw = model.predict(val, verbose=0)
-        probabilities = as_class_probabilities(raw, source.n_classes)
-        scores = score_fold(job.scorers, source.labels()[job.test_idx], probabilities, source.n_classes)
+        if source.task == "segmentation":
+            scores = segmentation_scores(job.scorers, pixel_confusion(model, val, source.n_classes))
+        else:
+            raw = model.predict(val.feed(), verbose=0)
+            probabilities = as_class_probabilities(raw, source.n_classes)
+            scores = score_fold(job.scorers, source.labels()[job.test_idx], probabilities, source.n_classes)
         score_time = time.perf_counter() - start
         return FoldOutcome(kind=OutcomeKind.DONE, scores=scores, score_time=score_time, peak_rss=peak_rss(), **base)
     finally:
         release_memory()
+
+
+def pixel_confusion(model: keras.Model, batches: IndexBatches, n_classes: int) -> np.ndarray:
+    """Accumulates a per-pixel confusion matrix batch by batch (O(batch) memory)."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for index in range(len(batches)):
+        x, masks = batches.load(0, index)[:2]
+        predicted = np.asarray(model.predict_on_batch(x)).argmax(axis=-1)
+        confusion += confusion_matrix(masks, predicted, n_classes)
+    return confusion
 
 
 def training_variables(model: keras.Model) -> list[Any]:

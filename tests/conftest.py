@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -83,3 +84,66 @@ def make_experiment(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+SEGMENTATION_BUILDER = '''
+import keras
+
+
+def build(params, input_shape, n_classes):
+    model = keras.Sequential([
+        keras.Input(shape=input_shape),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(n_classes, 1, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    return model
+'''
+
+
+def tiny_images(
+    n: int, n_classes: int = 3, size: tuple[int, int] = (8, 8), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 grayscale images whose class is a bright horizontal band (learnable), and their labels."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    images = rng.integers(0, 60, size=(n, *size), dtype=np.uint8)
+    band = size[0] // n_classes
+    for i, c in enumerate(y):
+        images[i, c * band : (c + 1) * band] += 180
+    return images, y
+
+
+def write_image_folder(
+    root: Path, n: int = 30, n_classes: int = 3, size: tuple[int, int] = (8, 8), ext: str = ".png"
+) -> np.ndarray:
+    """Writes ``root/<class>/<i>.png`` (classes 'a', 'b', 'c', ...); returns the uint8 images in file order."""
+    images, y = tiny_images(n, n_classes, size)
+    order = []
+    for c in range(n_classes):
+        (root / "abcdefgh"[c]).mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(y == c):
+            Image.fromarray(images[i]).save(root / "abcdefgh"[c] / f"{i:03d}{ext}")
+            order.append(i)
+    return images[order]
+
+
+def write_segmentation(folder: Path, n: int = 12, size: tuple[int, int] = (8, 8)) -> None:
+    """Writes ``images/<i>.png`` and ``masks/<i>.png``: class 1 where the pixel is bright, class 2 in the
+    bottom-right quarter, else 0."""
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = (rng.random(size) < 0.3).astype(np.uint8)
+        mask[size[0] // 2 :, size[1] // 2 :] = 2
+        image = np.where(mask == 1, 220, np.where(mask == 2, 120, 20)).astype(np.uint8)
+        Image.fromarray(image).save(folder / "images" / f"s{i:02d}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"s{i:02d}.png")
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A folder of 30 tiny PNGs in class sub-folders a, b, c (10 each)."""
+    write_image_folder(tmp_path / "images")
+    return tmp_path / "images"

@@ -7,6 +7,7 @@ the inputs of any set of indices from disk on demand.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +18,13 @@ from gridcv.errors import DataError
 
 
 class Source(Protocol):
-    """What the training code needs from any kind of data."""
+    """What the training code needs from any kind of data.
+
+    ``task`` is ``"classification"`` (one class per sample; ``read`` returns
+    labels) or ``"segmentation"`` (``read`` returns per-pixel class maps).
+    """
+
+    task: str
 
     @property
     def n_samples(self) -> int:
@@ -31,11 +38,11 @@ class Source(Protocol):
 
     @property
     def n_classes(self) -> int:
-        """Number of classes (labels are 0 .. n_classes - 1)."""
+        """Number of classes (labels, or mask values, are 0 .. n_classes - 1)."""
         ...
 
     def labels(self) -> np.ndarray:
-        """The label of every sample, in memory."""
+        """The label of every sample, in memory (all 0 for segmentation)."""
         ...
 
     def groups(self) -> np.ndarray | None:
@@ -43,17 +50,34 @@ class Source(Protocol):
         ...
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs (float32) and labels of the given samples, in the given order."""
+        """Inputs (in the source's dtype) and targets of the given samples, in the given order."""
         ...
 
 
 class ArraySource:
-    """``kind: arrays``: inputs and labels in ``.npy`` files, opened as memory maps."""
+    """``kind: arrays``: inputs and labels in ``.npy`` files.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+    Rows are read with ``pread`` into a fresh buffer rather than through the
+    memory map: pages touched through a map count in the process's resident
+    memory until the kernel reclaims them, which would trip gridcv's memory
+    guard on a dataset larger than the limit. Reads go through the page cache
+    either way, so they cost the same.
+    """
+
+    task = "classification"
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, dtype: str = "float32", path: Path | None = None
+    ) -> None:
         self._x = x
         self._y = np.asarray(y)
         self._groups = None if groups is None else np.asarray(groups)
+        self.dtype = np.dtype(dtype)
+        contiguous = isinstance(x, np.memmap) and x.flags.c_contiguous and path is not None
+        self._offset = int(x.offset) if contiguous else None
+        self._path = path
+        self._fd = os.open(path, os.O_RDONLY) if contiguous and path is not None else None
+        self._row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize
 
     @property
     def n_samples(self) -> int:
@@ -74,12 +98,35 @@ class ArraySource:
         return self._groups
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # Fancy indexing a memmap reads only these rows; sorted reads are sequential
-        # on disk, so read sorted and put back in the requested order.
+        indices = np.asarray(indices, dtype=np.int64)
+        # Sorted reads are sequential on disk; read sorted, put back in the requested order.
         order = np.argsort(indices, kind="stable")
-        rows = np.empty((len(indices), *self._x.shape[1:]), dtype=np.float32)
-        rows[order] = self._x[indices[order]]
-        return rows, self._y[indices]
+        rows = np.empty((len(indices), *self._x.shape[1:]), dtype=self._x.dtype)
+        if self._offset is None:
+            rows[order] = self._x[indices[order]]
+        else:
+            self._pread_sorted(indices[order], rows, order)
+        return rows.astype(self.dtype, copy=False), self._y[indices]
+
+    def _pread_sorted(self, sorted_idx: np.ndarray, rows: np.ndarray, order: np.ndarray) -> None:
+        assert self._fd is not None and self._offset is not None
+        staging = np.empty_like(rows)
+        # Runs of consecutive rows become one read each.
+        breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
+        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(sorted_idx)], strict=True):
+            view = memoryview(staging[start:stop]).cast("B")
+            offset = self._offset + int(sorted_idx[start]) * self._row_bytes
+            done = 0
+            while done < len(view):
+                n = os.preadv(self._fd, [view[done:]], offset + done)
+                if n == 0:
+                    raise DataError(f"{self._path} is shorter than its .npy header says; it was truncated.")
+                done += n
+        rows[order] = staging
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)  # type: ignore[arg-type]
 
 
 def _load_npy(path: Path, key: str, where: str) -> np.ndarray:
@@ -97,21 +144,37 @@ def _load_npy(path: Path, key: str, where: str) -> np.ndarray:
         ) from None
 
 
-def open_source(spec: dict[str, Any], base_dir: Path, where: str = "experiment file") -> ArraySource:
+def open_source(spec: dict[str, Any], base_dir: Path, where: str = "experiment file") -> Source:
     """Opens and checks the data described by an experiment's ``data:`` section.
 
+    Only file lists, labels and groups are read into memory; inputs are read
+    batch by batch by :meth:`Source.read`.
+
     Args:
-        spec: The validated ``data:`` section, as a dict.
+        spec: The validated ``data:`` section, as a dict (``kind`` picks the source).
         base_dir: Folder that relative paths are taken from.
         where: The experiment file's name, for error messages.
 
     Raises:
         DataError: A file is missing or unreadable, or inputs and labels disagree.
     """
+    kind = spec.get("kind", "arrays")
+    if kind == "arrays":
+        return _open_arrays(spec, base_dir, where)
+    from gridcv.data.files import open_csv, open_image_folder
 
+    return (open_image_folder if kind == "images" else open_csv)(spec, base_dir, where)
+
+
+def resolve_path(p: str, base_dir: Path) -> Path:
+    """A path from the experiment file: absolute as written, else relative to ``base_dir``."""
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _open_arrays(spec: dict[str, Any], base_dir: Path, where: str) -> ArraySource:
     def resolve(p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else base_dir / path
+        return resolve_path(p, base_dir)
 
     x = _load_npy(resolve(spec["x"]), "x", where)
     y = _load_npy(resolve(spec["y"]), "y", where)
@@ -141,7 +204,9 @@ def open_source(spec: dict[str, Any], base_dir: Path, where: str = "experiment f
             f"{where}: key 'data.groups' has {len(groups)} entries but there are {len(y)} "
             "samples; give one group id per sample."
         )
-    return ArraySource(x, np.array(y), None if groups is None else np.array(groups))
+    return ArraySource(
+        x, np.array(y), None if groups is None else np.array(groups), spec.get("dtype", "float32"), resolve(spec["x"])
+    )
 
 
 def prepare_data(spec: dict[str, Any], base_dir: Path, where: str = "experiment file") -> bool:
@@ -152,8 +217,8 @@ def prepare_data(spec: dict[str, Any], base_dir: Path, where: str = "experiment 
     files the ``data:`` section names.
     """
     ref = spec.get("prepare")
-    paths = [spec[k] for k in ("x", "y", "groups") if spec.get(k)]
-    if not ref or all((base_dir / p).exists() for p in paths):
+    paths = [spec[k] for k in ("x", "y", "groups", "root", "masks", "path") if spec.get(k)]
+    if not ref or all(resolve_path(p, base_dir).exists() for p in paths):
         return False
     function = import_function(ref, base_dir, "data.prepare", where)
     function(base_dir)

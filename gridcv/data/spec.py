@@ -1,0 +1,94 @@
+"""The ``data:`` section of the experiment file: one schema per ``kind``.
+
+Part of the experiment file's schema (see :mod:`gridcv.config`, which
+validates and explains it); kept here, next to the sources it describes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentSpec(_Section):
+    """``data.augment:``: random transforms of training batches (never of validation ones).
+
+    Draws are a pure function of (fold seed, epoch, batch index). Masks of a
+    segmentation source get the same geometric transforms as their images.
+    """
+
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    rotation: float = Field(default=0.0, ge=0, le=180, description="max degrees, either way")
+    shift: float = Field(default=0.0, ge=0, lt=1, description="max fraction of height/width")
+    zoom: float = Field(default=0.0, ge=0, lt=1, description="scale drawn from [1 - zoom, 1 + zoom]")
+    brightness: float = Field(default=0.0, ge=0, le=1, description="added value from [-b, b]")
+    contrast: float = Field(default=0.0, ge=0, lt=1, description="factor from [1 - c, 1 + c] about the mean")
+
+
+class DataSection(_Section):
+    """Keys every kind of data shares: how batches are made, not where samples live."""
+
+    prepare: str | None = Field(
+        default=None,
+        description="'file.py:function' called with the experiment folder when the data is missing",
+    )
+    dtype: Literal["float32", "float16"] = "float32"
+    balance: Literal["none", "oversample", "class_weight"] = "none"
+    augment: AugmentSpec | None = None
+    feed: Literal["tf_data", "py_dataset"] = "tf_data"
+    workers: PositiveInt = 1
+    use_multiprocessing: bool = False
+
+
+class ArraysData(DataSection):
+    """``data: kind: arrays``: two ``.npy`` files opened as memory maps."""
+
+    kind: Literal["arrays"]
+    x: str
+    y: str
+    groups: str | None = None
+
+
+class _FileData(DataSection):
+    """Keys of sources that are one file per sample (images or ``.npy``)."""
+
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
+    color_mode: Literal["grayscale", "rgb"] = "rgb"
+    class_names: list[str] | None = None
+    n_classes: PositiveInt | None = Field(default=None, description="segmentation: number of mask classes")
+    on_bad_file: Literal["error", "skip"] = "error"
+
+
+class ImagesData(_FileData):
+    """``data: kind: images``: one sub-folder of images per class, or images and a ``masks`` folder."""
+
+    kind: Literal["images"]
+    root: str
+    masks: str | None = None
+
+
+class CsvData(_FileData):
+    """``data: kind: csv``: a manifest listing each sample's file, label and group."""
+
+    kind: Literal["csv"]
+    path: str
+    root: str | None = Field(default=None, description="folder the file column is relative to (default: the CSV's)")
+    x_column: str = "file"
+    y_column: str | None = "label"
+    group_column: str | None = None
+    mask_column: str | None = None
+
+
+DataSpec = Annotated[ArraysData | ImagesData | CsvData, Field(discriminator="kind")]
+SEGMENTATION_SCORERS = ("mean_iou", "pixel_accuracy")
+
+
+def is_segmentation(data: ArraysData | ImagesData | CsvData) -> bool:
+    """Whether the data pairs images with per-pixel masks instead of class labels."""
+    return bool(getattr(data, "masks", None) or getattr(data, "mask_column", None))

@@ -1,0 +1,67 @@
+"""End to end (inline) from each kind of data: images, CSV manifests with groups, segmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SEGMENTATION_BUILDER, write_image_folder, write_segmentation
+
+import gridcv
+from gridcv.jobs import FoldStatus
+
+pytestmark = pytest.mark.slow
+
+
+def test_image_folder_with_augmentation_as_a_grid_key(make_experiment, tmp_path):
+    write_image_folder(tmp_path / "images", n=30)
+    path = make_experiment(
+        data={"kind": "images", "root": "images", "color_mode": "grayscale", "augment": {"horizontal_flip": True}},
+        grid={"augment": [False, True]},
+        fit={"epochs": 2, "batch_size": 8},
+    )
+    summary = gridcv.run_experiment(path)
+    assert summary.counts[FoldStatus.DONE] == 4
+    results = gridcv.load_results(path)
+    assert results["param_augment"].tolist() == [False, True]
+    assert np.isfinite(results["mean_test_score"]).all()
+
+
+def test_csv_manifest_split_by_group_with_class_weights(make_experiment, tmp_path):
+    write_image_folder(tmp_path / "images", n=24)
+    rows = ["file,label,patient"]
+    for name in "abc":
+        for k, file in enumerate(sorted((tmp_path / "images" / name).iterdir())):
+            rows.append(f"images/{name}/{file.name},{name},p{k % 4}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    path = make_experiment(
+        data={"kind": "csv", "path": "manifest.csv", "group_column": "patient", "balance": "class_weight"},
+        cv={"splitter": "GroupKFold", "n_splits": 2},
+        grid={"units": [4]},
+        scoring=["accuracy", "f1_macro"],
+    )
+    gridcv.run_experiment(path)
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["done", "done"]
+
+
+def test_segmentation_is_scored_per_pixel(make_experiment, tmp_path):
+    write_segmentation(tmp_path, n=24)
+    path = make_experiment(
+        builder=SEGMENTATION_BUILDER,
+        data={
+            "kind": "images",
+            "root": "images",
+            "masks": "masks",
+            "n_classes": 3,
+            "color_mode": "grayscale",
+            "augment": {"horizontal_flip": True, "rotation": 10},
+        },
+        cv={"splitter": "KFold", "n_splits": 2},
+        grid={"units": [1]},
+        fit={"epochs": 10, "batch_size": 4},
+        scoring=["mean_iou", "pixel_accuracy"],
+    )
+    gridcv.run_experiment(path)
+    results = gridcv.load_results(path)
+    iou, accuracy = results["mean_test_mean_iou"].item(), results["mean_test_pixel_accuracy"].item()
+    assert 0.4 < iou <= 1.0 and 0.7 < accuracy <= 1.0  # three grey levels: easy to learn per pixel
