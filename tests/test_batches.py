@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_arrays, write_image_folder, write_segmentation
+from tests.conftest import write_arrays, write_image_folder, write_segmentation
 
 from gridcv.data.augment import Augmentation
 from gridcv.data.batches import EpochCursor, IndexBatches, fold_batches

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import base_config
+from tests.conftest import base_config
 
 from gridcv.config import CsvData, ImagesData, load_experiment
 from gridcv.errors import ConfigError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SEGMENTATION_BUILDER, write_image_folder, write_segmentation
+from tests.conftest import SEGMENTATION_BUILDER, write_image_folder, write_segmentation
 
 import gridcv
 from gridcv.jobs import FoldStatus

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import write_arrays, write_image_folder, write_segmentation
+from tests.conftest import write_arrays, write_image_folder, write_segmentation
 from PIL import Image
 
 from gridcv.data.sources import ArraySource, open_source
