@@ -30,17 +30,37 @@ def peak_rss() -> int | None:
     return None
 
 
+def _own_memory(proc: psutil.Process) -> int:
+    """Anonymous + shared resident memory: what the process itself holds.
+
+    File-backed pages (a memory-mapped data set, shared libraries) are left out
+    where Linux tells them apart: the kernel can drop them at any time, so they
+    must not make a worker look out of memory.
+    """
+    try:
+        fields = {}
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssShmem"):
+                fields[key] = int(value.split()[0]) * 1024
+        if len(fields) == 2:
+            return fields["RssAnon"] + fields["RssShmem"]
+    except (OSError, ValueError):
+        pass
+    return int(proc.memory_info().rss)
+
+
 def rss_of(pid: int) -> int | None:
-    """Resident memory of a process (with its children), in bytes, or None if it is gone."""
+    """Memory a process and its children hold (anonymous + shared, in bytes), or None if gone."""
     try:
         proc = psutil.Process(pid)
-        total = proc.memory_info().rss
+        total = _own_memory(proc)
         for child in proc.children(recursive=True):
             try:
-                total += child.memory_info().rss
+                total += _own_memory(child)
             except psutil.Error:
                 pass
-        return int(total)
+        return total
     except psutil.Error:
         return None
 

@@ -101,7 +101,8 @@ class TerminalReporter:
         )
 
     def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
-        where = f"candidate {task.candidate_index + 1} fold {task.fold + 1}"
+        params = ", ".join(f"{k}={v}" for k, v in task.params.items())
+        where = f"candidate {task.candidate_index + 1} fold {task.fold + 1} ({params})"
         if status is FoldStatus.DONE:
             scores = " ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
             self.console.print(f"[green]done[/]   {where}: {scores} ({outcome.fit_time or 0:.1f}s)")
