@@ -104,7 +104,8 @@ def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndar
         "sha256": _checksum(arrays),
     }
     buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta)), **{f"v{i:05d}": a for i, a in enumerate(arrays)})
+    members: dict[str, Any] = {f"v{i:05d}": a for i, a in enumerate(arrays)}
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **members)
     path = folder / f"epoch-{state.epoch:05d}.npz"
     write_atomic(path, buffer.getvalue())
     for old in list_checkpoints(folder)[KEEP:]:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gridcv.errors import AllFoldsFailed, GridcvError, RunInterrupted, UserError
+from gridcv.jobs import FoldStatus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,7 +56,8 @@ def _run(args: argparse.Namespace) -> int:
     summary = run_experiment(args.experiment, options, make_reporter(args.quiet))
     c = summary.counts
     print(
-        f"{summary.folder}: {c['done']} done, {c['failed']} failed, {c['pending']} left "
+        f"{summary.folder}: {c[FoldStatus.DONE]} done, {c[FoldStatus.FAILED]} failed, "
+        f"{c[FoldStatus.PENDING]} left "
         f"of {summary.total} folds. See: gridcv results {summary.folder}"
     )
     return 0
@@ -84,6 +86,17 @@ def _results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(exc: GridcvError) -> str:
+    """How the error is introduced: ``gridcv: <label>: <message>``."""
+    if isinstance(exc, UserError):
+        return "error"
+    if isinstance(exc, RunInterrupted):
+        return "interrupted"
+    if isinstance(exc, AllFoldsFailed):
+        return "failed"
+    return "stopped"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -94,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GridcvError as exc:
         if args.debug:
             traceback.print_exc()
-        label = {UserError: "error", RunInterrupted: "interrupted", AllFoldsFailed: "failed"}.get(
-            next((c for c in type(exc).__mro__ if c in (UserError, RunInterrupted, AllFoldsFailed)), None), "stopped"
-        )
+        label = _label(exc)
         print(f"gridcv: {label}: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:

@@ -252,7 +252,7 @@ def _members(annotation: Any) -> list[Any]:
 
 
 def _union_tags(annotation: Any) -> list[str]:
-    tags = []
+    tags: list[str] = []
     for member in _members(annotation):
         field = member.model_fields.get("kind")
         if field is not None and get_origin(field.annotation) is Literal:

@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -83,7 +84,7 @@ class TerminalReporter:
             console=self.console,
             transient=False,
         )
-        self._bar = None
+        self._bar: TaskID | None = None
         self._n_candidates = 0
         self._n_splits = 0
 

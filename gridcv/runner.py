@@ -399,7 +399,8 @@ def _check_compatible(store: ResultStore, experiment: Experiment, folder: Path, 
 def _move_aside(folder: Path, reporter: Reporter) -> None:
     if not folder.exists():
         return
-    RunLock(folder).holder() and RunLock(folder).acquire()
+    if RunLock(folder).holder() is not None:
+        RunLock(folder).acquire()  # raises ResultsLockedError naming the live run
     aside = folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.rename(aside)
     reporter.message(f"moved the previous results to {aside}")

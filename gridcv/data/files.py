@@ -65,7 +65,8 @@ class Decoding:
         """Decodes one mask to int32 ``(h, w)`` class ids (nearest-neighbour resize: ids stay ids)."""
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False).astype(np.int32)
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im: Image.Image = opened
             if im.mode not in ("L", "P", "I", "I;16", "1"):
                 raise ValueError(f"mode {im.mode} has several channels; a mask holds one class id per pixel")
             if self.image_size is not None and im.size != (self.image_size[1], self.image_size[0]):

@@ -74,7 +74,7 @@ class ArraySource:
         self._groups = None if groups is None else np.asarray(groups)
         self.dtype = np.dtype(dtype)
         contiguous = isinstance(x, np.memmap) and x.flags.c_contiguous and path is not None
-        self._offset = int(x.offset) if contiguous else None
+        self._offset = int(getattr(x, "offset", 0)) if contiguous else None
         self._path = path
         self._fd = os.open(path, os.O_RDONLY) if contiguous and path is not None else None
         self._row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize
@@ -114,7 +114,7 @@ class ArraySource:
         # Runs of consecutive rows become one read each.
         breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
         for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(sorted_idx)], strict=True):
-            view = memoryview(staging[start:stop]).cast("B")
+            view = staging[start:stop].data.cast("B")
             offset = self._offset + int(sorted_idx[start]) * self._row_bytes
             done = 0
             while done < len(view):
