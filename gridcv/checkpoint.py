@@ -2,7 +2,9 @@
 
 One ``.npz`` file per completed epoch holds every training variable's value
 (the Keras side, in ``gridcv.train``, decides which), the epoch number, the
-history and fit time so far, and a checksum. It is written to a temporary
+history and fit time so far, the state of stateful callbacks (JSON, plus
+named arrays such as EarlyStopping's best weights), and a checksum over
+every array. It is written to a temporary
 name, fsynced and renamed into place, and the previous checkpoint is kept
 until the new one is complete, so a kill at any instant leaves at least one
 whole checkpoint. Unlike Keras's ``BackupAndRestore`` there is no second file
@@ -45,12 +47,14 @@ class TrainingState:
         history: Keras history so far, metric -> per-epoch values.
         fit_time: Seconds of training so far, over every attempt.
         extra: JSON-able state of stateful callbacks, by name.
+        arrays: Named arrays of stateful callbacks (saved in the same file).
     """
 
     epoch: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     fit_time: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -89,22 +93,26 @@ def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndar
 
     Args:
         folder: The fold's checkpoint folder.
-        state: Epoch, history, fit time and callback state.
+        state: Epoch, history, fit time and callback state (JSON and arrays).
         arrays: Values of the training variables, in a fixed order.
         signature: Description of those variables (names, shapes, dtypes); a
             checkpoint is only restored into variables with the same signature.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(state.arrays)
+    extra_arrays = [np.asarray(state.arrays[n]) for n in names]
     meta = {
         "epoch": state.epoch,
         "history": state.history,
         "fit_time": state.fit_time,
         "extra": state.extra,
         "signature": signature,
-        "sha256": _checksum(arrays),
+        "array_names": names,
+        "sha256": _checksum([*arrays, *extra_arrays]),
     }
     buffer = io.BytesIO()
     members: dict[str, Any] = {f"v{i:05d}": a for i, a in enumerate(arrays)}
+    members.update({f"a{i:05d}": a for i, a in enumerate(extra_arrays)})
     np.savez(buffer, meta=np.array(json.dumps(meta)), **members)
     path = folder / f"epoch-{state.epoch:05d}.npz"
     write_atomic(path, buffer.getvalue())
@@ -137,15 +145,18 @@ def read_checkpoint(path: Path, signature: list[Any]) -> tuple[TrainingState, li
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(str(npz["meta"]))
         arrays = [npz[f"v{i:05d}"] for i in range(len(meta["signature"]))]
+        names = meta.get("array_names", [])
+        extra_arrays = [npz[f"a{i:05d}"] for i in range(len(names))]
     if meta["signature"] != signature:
         raise ValueError("it was written for a different model or optimizer")
-    if _checksum(arrays) != meta["sha256"]:
+    if _checksum([*arrays, *extra_arrays]) != meta["sha256"]:
         raise ValueError("its checksum does not match")
     state = TrainingState(
         epoch=int(meta["epoch"]),
         history=meta["history"],
         fit_time=float(meta["fit_time"]),
         extra=meta.get("extra", {}),
+        arrays=dict(zip(names, extra_arrays, strict=True)),
     )
     return state, arrays
 
