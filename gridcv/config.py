@@ -22,11 +22,21 @@ from pydantic import (
     BaseModel,
     ByteSize,
     ConfigDict,
+    Field,
     NonNegativeInt,
     PositiveInt,
     ValidationError,
+    field_validator,
 )
 
+from gridcv.config_training import (
+    PRECISIONS,
+    CallbackSpec,
+    CompileSpec,
+    check_callbacks,
+    check_optimizer,
+    check_refit,
+)
 from gridcv.data.spec import (
     SEGMENTATION_SCORERS,
     ArraysData,
@@ -45,6 +55,7 @@ _MODEL_REF = re.compile(r"^(?P<module>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,6 +66,16 @@ class FitSpec(_Section):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     shuffle: bool = True
+    callbacks: list[CallbackSpec] = []
+    validation_split_from_train: float | None = Field(default=None, gt=0.0, lt=1.0)
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _names_as_mappings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
 class CVSpec(BaseModel):
@@ -94,7 +115,17 @@ class ExperimentSpec(_Section):
     grid: dict[str, list[Any]] | list[dict[str, list[Any]]]
     cv: CVSpec = CVSpec()
     scoring: str | list[str] = "accuracy"
+    return_train_score: bool = False
+    train_score_max_samples: PositiveInt = 1000
+    refit: bool | str = False
+    compile: CompileSpec = CompileSpec()
     execution: ExecutionSpec = ExecutionSpec()
+
+    def refit_scorer(self) -> str | None:
+        """The scorer that picks the candidate to refit, or None without refit."""
+        if self.refit is False:
+            return None
+        return self.scorers()[0] if self.refit is True else self.refit
 
     def scorers(self) -> list[str]:
         """Scorer names in order; the first one ranks candidates."""
@@ -150,11 +181,23 @@ class Experiment:
             "seed": [s.seed, s.deterministic],
             "data": s.data.model_dump(exclude={"prepare"}),
             "model": [s.model, _file_digest(self, s.model)],
-            "fit": s.fit.model_dump(),
+            "fit": _without_new_defaults(s.fit, ("epochs", "batch_size", "shuffle")),
             "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],
-            "scoring": s.scorers(),
+            "scoring": s.scorers() + (["train", s.train_score_max_samples] if s.return_train_score else []),
         }
+        if s.compile != CompileSpec():
+            parts["compile"] = s.compile.model_dump()
         return {k: _digest(v) for k, v in parts.items()}
+
+
+def _without_new_defaults(section: BaseModel, original: tuple[str, ...]) -> dict[str, Any]:
+    """The section's values, leaving out keys added later while they keep their defaults.
+
+    Results folders started before a key existed keep the same fingerprint.
+    """
+    dumped = section.model_dump(include=set(original))
+    dumped.update(section.model_dump(exclude=set(original), exclude_defaults=True))
+    return dumped
 
 
 def _digest(value: Any) -> str:
@@ -283,7 +326,7 @@ def _walk(raw_loc: tuple[Any, ...]) -> tuple[tuple[str, ...], Any]:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic adds the union member's type to the location (e.g. 'dict[str,list[any]]').
-    return isinstance(part, str) and ("[" in part or part in {"str", "list", "int"})
+    return isinstance(part, str) and ("[" in part or part in {"str", "list", "int", "bool"})
 
 
 def _known_keys(raw_loc: tuple[Any, ...]) -> list[str]:
@@ -319,6 +362,9 @@ def _check_semantics(path: str | Path, experiment: Experiment) -> None:
     _check_splitter(path, spec.cv)
     _check_scorers(path, spec.scorers(), segmentation=is_segmentation(spec.data))
     _check_segmentation(path, spec)
+    check_refit(path, spec.refit, spec.scorers())
+    check_optimizer(path, "compile.optimizer", spec.compile.optimizer)
+    check_callbacks(path, spec.fit.callbacks)
 
 
 def _check_grid(path: str | Path, spec: ExperimentSpec) -> None:
@@ -340,12 +386,21 @@ def _check_grid(path: str | Path, spec: ExperimentSpec) -> None:
                     "strings, booleans, null or lists of those; use plain YAML values."
                 ) from None
             _check_data_grid_key(path, f"{where}.{key}", key, values)
-            for reserved in ("epochs", "batch_size"):
+            for reserved in ("epochs", "batch_size", "gradient_accumulation_steps"):
                 if key == reserved and not all(isinstance(v, int) and v > 0 for v in values):
+                    owner = "compile" if reserved == "gradient_accumulation_steps" else "fit"
                     raise ConfigError(
-                        f"{path}: key '{where}.{key}' overrides fit.{key} and must hold positive "
+                        f"{path}: key '{where}.{key}' overrides {owner}.{key} and must hold positive "
                         f"integers, got {values!r}."
                     )
+            if key == "precision" and not all(v in PRECISIONS for v in values):
+                raise ConfigError(
+                    f"{path}: key '{where}.precision' overrides fit.precision and must hold "
+                    f"{', '.join(PRECISIONS)}, got {values!r}."
+                )
+            if key == "optimizer":
+                for value in values:
+                    check_optimizer(path, f"{where}.optimizer", value)
 
 
 def _check_data_grid_key(path: str | Path, where: str, key: str, values: list[Any]) -> None:
@@ -461,3 +516,4 @@ def _check_scorers(path: str | Path, names: list[str], segmentation: bool = Fals
                 f"{path}: key 'scoring' names {name!r}, which is not a scikit-learn scorer.{hint} "
                 "See sklearn.metrics.get_scorer_names() for the full list."
             )
+
