@@ -54,6 +54,41 @@ class DataRef:
 
 
 @dataclass(frozen=True)
+class TrainingOptions:
+    """How a fold is trained beyond the plan: compiling, callbacks, precision, extra scoring.
+
+    Attributes:
+        experiment_file: The experiment file, named in error messages.
+        compile: The ``compile:`` section (used when the builder returns an
+            uncompiled model); grid keys with the same names override it.
+        callbacks: ``fit.callbacks`` entries: ``{"name": ..., **kwargs}``.
+        precision: Keras dtype policy of the fold (``float32``, ``mixed_float16``, ...).
+        accumulation_explicit: Whether the grid or ``compile:`` set
+            ``gradient_accumulation_steps`` (then the job's value replaces the
+            builder's own; otherwise it multiplies it).
+        validate: Pass validation data to ``fit`` (callbacks monitor it).
+        validation_split_from_train: Monitor on this fraction of the training
+            split instead of the fold's validation split.
+        return_train_score: Also score a sample of the training split.
+        train_score_max_samples: Size cap of that sample.
+        results_dir: The results folder (fold models and TensorBoard logs go there).
+        save_model_to: Save the trained model here (refit); None for folds.
+    """
+
+    experiment_file: str = "experiment file"
+    compile: dict[str, Any] = field(default_factory=dict)
+    callbacks: tuple[dict[str, Any], ...] = ()
+    precision: str = "float32"
+    accumulation_explicit: bool = False
+    validate: bool = False
+    validation_split_from_train: float | None = None
+    return_train_score: bool = False
+    train_score_max_samples: int = 1000
+    results_dir: Path | None = None
+    save_model_to: Path | None = None
+
+
+@dataclass(frozen=True)
 class FoldJob:
     """Everything a worker needs to train and score one fold.
 
@@ -75,6 +110,7 @@ class FoldJob:
         deterministic: Enable TensorFlow op determinism.
         checkpoint_dir: Folder for this fold's epoch checkpoints.
         attempt: 1 for the first attempt.
+        training: Compile, callback, precision and scoring options.
     """
 
     task: FoldTask
@@ -92,6 +128,7 @@ class FoldJob:
     deterministic: bool
     checkpoint_dir: Path
     attempt: int = 1
+    training: TrainingOptions = field(default_factory=TrainingOptions)
 
 
 @dataclass(frozen=True)
@@ -114,6 +151,10 @@ class FoldOutcome:
         worker_id: Which worker ran it (``inline`` without worker processes).
         worker_folds: How many folds that worker had run, this one included.
         resumed_from_epoch: Epochs restored from a checkpoint instead of trained.
+        info: What else the fold reports: ``precision``, ``effective_batch_size``,
+            ``best_epoch`` and ``stopped_epoch`` (1-based), ``monitor``,
+            ``history_best`` (best value of each Keras metric), ``train_scores``,
+            ``model_path``.
     """
 
     task_id: str
@@ -131,3 +172,4 @@ class FoldOutcome:
     worker_id: str | None = None
     worker_folds: int | None = None
     resumed_from_epoch: int = 0
+    info: dict[str, Any] = field(default_factory=dict)

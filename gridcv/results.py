@@ -66,7 +66,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
         ``std_score_time``, ``param_<key>``, ``params``, then per scorer
         ``split<k>_test_<s>``, ``mean_test_<s>``, ``std_test_<s>``,
         ``rank_test_<s>`` (``<s>`` is ``score`` when scoring is one string),
-        then gridcv's ``n_folds_done``, ``n_folds_failed``, ``n_folds_pending``
+        and with ``return_train_score`` ``split<k>_train_<s>``, ``mean_train_<s>``,
+        ``std_train_<s>``, then gridcv's ``n_folds_done``, ``n_folds_failed``, ``n_folds_pending``
         and ``partial_mean_test_<s>`` (the mean over the folds done so far).
         Unfinished folds are NaN, so means are NaN until a candidate is complete.
 
@@ -77,6 +78,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     with ResultStore.open(folder, readonly=True) as store:
         rows = store.fold_rows()
         scoring = store.get_meta("scoring")
+        train = bool(store.get_meta("return_train_score"))
         current = store.get_meta("candidates")
         n_splits = int(store.get_meta("n_splits") or 0)
     keep = set(current) if current else None
@@ -86,10 +88,12 @@ def load_results(path: str | Path) -> pd.DataFrame:
             by_candidate.setdefault(r["candidate_id"], []).append(r)
     groups = sorted(by_candidate.values(), key=lambda g: g[0]["candidate_index"])
     n_splits = max([n_splits, *(r["fold"] + 1 for g in groups for r in g)])
-    return _cv_results(groups, _scorer_keys(scoring or "score"), n_splits)
+    return _cv_results(groups, _scorer_keys(scoring or "score"), n_splits, train)
 
 
-def _cv_results(groups: list[list[dict[str, Any]]], scorers: list[tuple[str, str]], n_splits: int) -> pd.DataFrame:
+def _cv_results(
+    groups: list[list[dict[str, Any]]], scorers: list[tuple[str, str]], n_splits: int, train: bool = False
+) -> pd.DataFrame:
     n = len(groups)
     by_fold = [{r["fold"]: r for r in g} for g in groups]
 
@@ -118,6 +122,12 @@ def _cv_results(groups: list[list[dict[str, Any]]], scorers: list[tuple[str, str
         cols[f"mean_test_{suffix}"] = m.mean(axis=1)
         cols[f"std_test_{suffix}"] = m.std(axis=1)
         cols[f"rank_test_{suffix}"] = _rank(cols[f"mean_test_{suffix}"])
+        if train:
+            t = matrix(lambda r, name=name: _train_score(r, name) if r["status"] == "done" else None)
+            for k in range(n_splits):
+                cols[f"split{k}_train_{suffix}"] = t[:, k]
+            cols[f"mean_train_{suffix}"] = t.mean(axis=1)
+            cols[f"std_train_{suffix}"] = t.std(axis=1)
         with np.errstate(all="ignore"):
             done = ~np.isnan(m)
             partial[f"partial_mean_test_{suffix}"] = np.where(
@@ -127,6 +137,11 @@ def _cv_results(groups: list[list[dict[str, Any]]], scorers: list[tuple[str, str
         cols[f"n_folds_{status}"] = [sum(1 for r in g if r["status"] == status) for g in groups]
     cols.update(partial)
     return pd.DataFrame(cols)
+
+
+def _train_score(row: dict[str, Any], name: str) -> float | None:
+    value = (row.get("info") or {}).get("train_scores", {}).get(name)
+    return None if value is None else float(value)
 
 
 def load_folds(path: str | Path) -> pd.DataFrame:
@@ -141,14 +156,20 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         ``fit_time``, ``score_time``, ``epochs_run``, ``batch_size``,
         ``accumulation_steps``, ``effective_batch_size``, ``seed``, ``cause``,
         ``error``, ``message``, ``peak_rss``, ``worker_id``, ``worker_folds``,
-        ``started_at``, ``finished_at``.
+        ``started_at``, ``finished_at``; then the training details: ``train_<scorer>``
+        (with ``return_train_score``), ``precision``, ``best_epoch`` and
+        ``stopped_epoch`` (1-based; ``stopped_epoch`` is set when a callback ended
+        training early), ``model_path`` (``model_checkpoint``), and
+        ``best_<metric>`` per Keras metric of the history (``best_val_loss``, ...).
     """
     folder = results_folder(path)
     with ResultStore.open(folder, readonly=True) as store:
         rows = store.fold_rows()
         scoring = store.get_meta("scoring") or []
+        train = bool(store.get_meta("return_train_score"))
     names = [scoring] if isinstance(scoring, str) else list(scoring)
     keys = sorted({k for r in rows for k in (r["params"] or {})})
+    metrics = sorted({m for r in rows for m in (r.get("info") or {}).get("history_best", {})})
     records = []
     for r in rows:
         rec: dict[str, Any] = {"task_id": r["task_id"], "candidate_index": r["candidate_index"], "params": r["params"]}
@@ -174,6 +195,11 @@ def load_folds(path: str | Path) -> pd.DataFrame:
                 )
             }
         )
+        info = r.get("info") or {}
+        if train:
+            rec.update({f"train_{n}": _train_score(r, n) for n in names})
+        rec.update({k: info.get(k) for k in ("precision", "best_epoch", "stopped_epoch", "model_path")})
+        rec.update({f"best_{m}": info.get("history_best", {}).get(m, np.nan) for m in metrics})
         records.append(rec)
     return pd.DataFrame.from_records(records)
 

@@ -33,6 +33,7 @@ from gridcv.errors import (
 )
 from gridcv.execute import ExecutionSettings, Executor, make_executor
 from gridcv.jobs import DataRef, FoldJob, FoldOutcome, FoldStatus, OutcomeKind
+from gridcv.options import requested_accumulation, training_options
 from gridcv.plan import FoldTask, Plan, make_plan
 from gridcv.progress import Reporter, SilentReporter
 from gridcv.store import DB_NAME, ResultStore, RunLock
@@ -162,6 +163,7 @@ def _run(
         name=spec.name,
         fingerprint=experiment.fingerprint(),
         scoring=spec.scoring,
+        return_train_score=spec.return_train_score,
         candidates=[t.candidate_id for t in plan.tasks if t.fold == 0],
         n_splits=plan.n_splits,
         experiment_file=str(experiment.path),
@@ -213,6 +215,7 @@ def _run_task(
     base_batch = int(task.params.get("batch_size", experiment.spec.fit.batch_size))
     while True:
         batch, accumulation = retry_shape(base_batch, store.attempts_of(task.task_id))
+        accumulation *= requested_accumulation(experiment.spec, task.params) or 1
         attempt = store.mark_running(task.task_id, batch, accumulation)
         made += 1
         job = _job(experiment, plan, task, folder, batch, accumulation, attempt)
@@ -316,6 +319,7 @@ def _job(
         deterministic=spec.deterministic,
         checkpoint_dir=folder / "checkpoints" / task.task_id / f"b{batch}x{accumulation}",
         attempt=attempt,
+        training=training_options(experiment, folder, task.params),
     )
 
 

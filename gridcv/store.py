@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS folds (
     worker_folds INTEGER,
     started_at REAL,
     finished_at REAL,
+    info TEXT,
     UNIQUE (candidate_id, fold)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -96,6 +97,13 @@ BEGIN
     SELECT RAISE(ABORT, 'gridcv: a done fold cannot change');
 END;
 """
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Columns added after a results folder was created (``CREATE TABLE IF NOT EXISTS`` skips them)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(folds)")}
+    if "info" not in have:  # training details (best epoch, train scores, precision...), JSON
+        conn.execute("ALTER TABLE folds ADD COLUMN info TEXT")
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,7 @@ class ResultStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.executescript(_SCHEMA)
+                _add_missing_columns(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             conn.execute("SELECT count(*) FROM folds").fetchone()
@@ -388,7 +397,7 @@ class ResultStore:
                 "UPDATE folds SET status = ?, scores = ?, fit_time = ?, score_time = ?, "
                 "epochs_run = ?, batch_size = ?, accumulation_steps = ?, history = ?, cause = ?, "
                 "message = ?, error = ?, peak_rss = ?, worker_id = ?, worker_folds = ?, "
-                "finished_at = ? WHERE task_id = ?",
+                "finished_at = ?, info = ? WHERE task_id = ?",
                 (
                     status.value,
                     json.dumps(o.scores),
@@ -405,6 +414,7 @@ class ResultStore:
                     o.worker_id,
                     o.worker_folds,
                     now if status.is_finished() else None,
+                    json.dumps(o.info),
                     o.task_id,
                 ),
             )
@@ -444,7 +454,7 @@ class ResultStore:
         out = []
         for r in rows:
             d = dict(r)
-            for key in ("params", "scores", "history"):
+            for key in ("params", "scores", "history", "info"):
                 d[key] = json.loads(d[key]) if d[key] else ({} if key != "params" else None)
             out.append(d)
         return out

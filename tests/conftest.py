@@ -147,3 +147,57 @@ def image_folder(tmp_path: Path) -> Path:
     """A folder of 30 tiny PNGs in class sub-folders a, b, c (10 each)."""
     write_image_folder(tmp_path / "images")
     return tmp_path / "images"
+
+
+UNCOMPILED_BUILDER = '''
+import keras
+
+
+def build(params, input_shape, n_classes):
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        keras.layers.Flatten(),
+        keras.layers.Dense(params.get("units", 8), activation="relu"),
+        keras.layers.Dense(n_classes, activation="softmax", dtype="float32"),
+    ])
+
+
+class StopOnMarker(keras.callbacks.Callback):
+    """Asks gridcv to stop (as Ctrl-C does) after the first epoch that finds `marker`."""
+
+    def __init__(self, marker):
+        super().__init__()
+        self.marker = marker
+
+    def on_epoch_end(self, epoch, logs=None):
+        import os
+        from gridcv.worker import _stop_requested
+
+        if os.path.exists(self.marker):
+            os.remove(self.marker)
+            _stop_requested.set()
+'''
+
+
+@pytest.fixture
+def uncompiled_experiment(make_experiment: Callable[..., Path]) -> Callable[..., Path]:
+    """Like ``make_experiment``, with a builder that returns an uncompiled model.
+
+    Its builder file also defines ``StopOnMarker``, a callback that requests a
+    stop (as Ctrl-C does) once a marker file exists.
+    """
+
+    def make(**overrides: Any) -> Path:
+        return make_experiment(builder=UNCOMPILED_BUILDER, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def clear_stop_request() -> Any:
+    """The in-process stop flag (an inline stop request leaves it set), cleared before and after."""
+    from gridcv.worker import _stop_requested
+
+    _stop_requested.clear()
+    yield _stop_requested
+    _stop_requested.clear()
