@@ -17,6 +17,7 @@ from gridcv.errors import (
     RunStopped,
     UserError,
 )
+from gridcv.refit import load_best_model
 from gridcv.results import load_attempts, load_folds, load_results
 from gridcv.runner import RunOptions, RunSummary, run_experiment
 
@@ -38,6 +39,7 @@ __all__ = [
     "RunSummary",
     "UserError",
     "load_attempts",
+    "load_best_model",
     "load_experiment",
     "load_folds",
     "load_results",

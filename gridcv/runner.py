@@ -36,6 +36,7 @@ from gridcv.jobs import DataRef, FoldJob, FoldOutcome, FoldStatus, OutcomeKind
 from gridcv.options import requested_accumulation, training_options
 from gridcv.plan import FoldTask, Plan, make_plan
 from gridcv.progress import Reporter, SilentReporter
+from gridcv.refit import run_refit
 from gridcv.store import DB_NAME, ResultStore, RunLock
 
 EXPERIMENT_COPY = "experiment.yaml"
@@ -197,6 +198,8 @@ def _run(
             f"every fold failed ({len(rows)} of {len(rows)}); the first: {rows[0]['message']}. "
             f"See gridcv.load_folds('{folder}') for each fold's error."
         )
+    if spec.refit_scorer() is not None and not any(r["status"] == FoldStatus.PENDING for r in rows):
+        run_refit(experiment, plan, folder, store, executor, reporter)
     return RunSummary(folder=folder, counts=counts, attempts=attempts, reclaimed=reclaimed)
 
 

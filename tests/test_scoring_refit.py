@@ -1,0 +1,130 @@
+"""Train scores with scikit-learn's column names, history metrics, and refit of the best candidate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+import gridcv
+from gridcv.store import ResultStore
+from tests.conftest import write_arrays
+
+
+class _Prior(ClassifierMixin, BaseEstimator):
+    """The smallest estimator with a ``units`` parameter, to get scikit-learn's columns."""
+
+    def __init__(self, units: int = 4) -> None:
+        self.units = units
+
+    def fit(self, X, y):  # noqa: N803
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):  # noqa: N803
+        return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
+
+    def predict(self, X):  # noqa: N803
+        return np.zeros(len(X), dtype=int)
+
+
+def test_train_score_columns_match_scikit_learn(make_experiment):
+    scoring = ["accuracy", "neg_log_loss"]
+    path = make_experiment(scoring=scoring, return_train_score=True, train_score_max_samples=10)
+    gridcv.run_experiment(path)
+    results = gridcv.load_results(path)
+    x, y = np.zeros((60, 1)), np.arange(60) % 3
+    search = GridSearchCV(
+        _Prior(), {"units": [4, 8]}, scoring=scoring, refit=False, cv=StratifiedKFold(2), return_train_score=True
+    ).fit(x, y)
+    ours = [c for c in results.columns if not c.startswith(("n_folds_", "partial_"))]
+    assert ours == list(search.cv_results_)
+    assert np.isfinite(results[["split0_train_accuracy", "mean_train_neg_log_loss"]].to_numpy()).all()
+    folds = gridcv.load_folds(path)
+    assert (folds["train_neg_log_loss"] < 0).all()
+    assert {"best_loss"} <= set(folds.columns)
+
+
+def test_single_scorer_train_columns_are_named_score(make_experiment):
+    path = make_experiment(return_train_score=True)
+    gridcv.run_experiment(path)
+    columns = list(gridcv.load_results(path).columns)
+    assert columns[columns.index("rank_test_score") + 1 :][:4] == [
+        "split0_train_score",
+        "split1_train_score",
+        "mean_train_score",
+        "std_train_score",
+    ]
+
+
+def test_refit_saves_loads_predicts_and_is_not_redone(uncompiled_experiment):
+    path = uncompiled_experiment(
+        scoring=["accuracy", "f1_macro"],
+        refit="f1_macro",
+        grid={"units": [2, 16]},
+        fit={"epochs": 3, "batch_size": 16},
+        compile={"learning_rate": 0.05},
+    )
+    folder = path.parent / "results" / "tiny"
+    gridcv.run_experiment(path)
+    results = gridcv.load_results(path)
+    best = int(results["rank_test_f1_macro"].to_numpy().argmin())
+    summary = json.loads((folder / "best_model.json").read_text())
+    assert summary["params"] == results["params"][best]
+    assert summary["refit_scorer"] == "f1_macro"
+    assert summary["cv_results"]["mean_test_f1_macro"] == pytest.approx(results["mean_test_f1_macro"][best])
+    assert summary["refit"]["n_samples"] == 60 and summary["refit"]["epochs_run"] == 3
+
+    model = gridcv.load_best_model(folder)
+    x = np.load(path.parent / "data" / "x.npy")
+    assert model.predict(x[:5], verbose=0).shape == (5, 3)
+    assert gridcv.load_best_model(path).count_params() == model.count_params()  # the experiment file works too
+
+    stamp = (folder / "best_model.keras").stat().st_mtime_ns
+    gridcv.run_experiment(path)
+    assert (folder / "best_model.keras").stat().st_mtime_ns == stamp
+    with ResultStore.open(folder, readonly=True) as store:
+        assert store.get_meta("refit")["status"] == "done"
+
+
+def test_refit_interrupted_resumes_from_its_checkpoint(uncompiled_experiment, clear_stop_request):
+    folder_marker = uncompiled_experiment().parent / "stop-now"
+    overrides = {
+        "grid": {"units": [4]},
+        "fit": {"epochs": 3, "batch_size": 16, "callbacks": [{"name": "builder.py:StopOnMarker", "marker": str(folder_marker)}]},
+    }
+    path = uncompiled_experiment(**overrides)  # refit off: the search runs to the end
+    gridcv.run_experiment(path)
+    path = uncompiled_experiment(refit=True, **overrides)  # same fingerprint: only the refit is left
+    folder_marker.touch()
+    with pytest.raises(gridcv.RunInterrupted, match="during the refit"):
+        gridcv.run_experiment(path)
+    clear_stop_request.clear()
+    folder = path.parent / "results" / "tiny"
+    assert not (folder / "best_model.keras").exists()
+    assert list((folder / "checkpoints" / "refit").rglob("epoch-00001.npz"))
+    with ResultStore.open(folder, readonly=True) as store:
+        assert store.get_meta("refit")["status"] == "pending"
+    gridcv.run_experiment(path)
+    summary = json.loads((folder / "best_model.json").read_text())
+    assert summary["refit"]["resumed_from_epoch"] == 1 and summary["refit"]["epochs_run"] == 3
+    assert not (folder / "checkpoints" / "refit").exists()
+    assert gridcv.load_best_model(folder).output_shape == (None, 3)
+
+
+def test_refit_with_early_stopping_trains_for_the_folds_mean_epochs(uncompiled_experiment):
+    stop = {"name": "early_stopping", "patience": 1, "monitor": "val_loss", "min_delta": 100.0}
+    path = uncompiled_experiment(grid={"units": [4]}, refit=True, fit={"epochs": 8, "batch_size": 16, "callbacks": [stop]})
+    gridcv.run_experiment(path)
+    assert gridcv.load_folds(path)["epochs_run"].tolist() == [2, 2]
+    summary = json.loads((path.parent / "results" / "tiny" / "best_model.json").read_text())
+    assert summary["refit"]["epochs"] == 2 and summary["refit"]["epochs_run"] == 2
+
+
+def test_load_best_model_without_a_refit_is_a_clear_error(tmp_path):
+    write_arrays(tmp_path)
+    with pytest.raises(gridcv.ResultsError, match="no refit model here"):
+        gridcv.load_best_model(tmp_path)
