@@ -42,7 +42,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     best value survives a resume through :func:`states_of`.
     """
 
-    def __init__(self, path: Path | None, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0) -> None:
+    def __init__(
+        self, path: Path | None, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0
+    ) -> None:
         super().__init__()
         self.path = path
         self.monitor = monitor

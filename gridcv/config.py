@@ -55,7 +55,6 @@ _MODEL_REF = re.compile(r"^(?P<module>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -516,4 +515,3 @@ def _check_scorers(path: str | Path, names: list[str], segmentation: bool = Fals
                 f"{path}: key 'scoring' names {name!r}, which is not a scikit-learn scorer.{hint} "
                 "See sklearn.metrics.get_scorer_names() for the full list."
             )
-

@@ -142,8 +142,7 @@ def check_callbacks(path: str | Path, callbacks: list[CallbackSpec]) -> None:
                 close = difflib.get_close_matches(arg, accepted, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ConfigError(
-                    f"{path}: unknown key '{arg}' in '{key}'{hint}; {callback.name} takes "
-                    f"{', '.join(accepted)}."
+                    f"{path}: unknown key '{arg}' in '{key}'{hint}; {callback.name} takes {', '.join(accepted)}."
                 )
         if callback.name == "model_checkpoint" and callback.kwargs().get("save_models", "best") not in ("best", "none"):
             raise ConfigError(

@@ -91,8 +91,7 @@ def application(params: dict[str, Any], input_shape: tuple[int, ...], n_classes:
     name = str(params.get("application", "MobileNetV3Small"))
     if name not in APPLICATIONS:
         raise BuilderError(
-            f"key 'grid.application' (gridcv.models:application) is {name!r}; use one of "
-            f"{', '.join(APPLICATIONS)}."
+            f"key 'grid.application' (gridcv.models:application) is {name!r}; use one of {', '.join(APPLICATIONS)}."
         )
     weights = params.get("weights")
     if weights is not None:

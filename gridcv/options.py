@@ -19,7 +19,9 @@ from gridcv.jobs import TrainingOptions
 
 def requested_accumulation(spec: ExperimentSpec, params: Mapping[str, Any]) -> int | None:
     """``gradient_accumulation_steps`` from the grid, else from ``compile:``, else None."""
-    value = params.get("gradient_accumulation_steps", spec.compile.optimizer_kwargs().get("gradient_accumulation_steps"))
+    value = params.get(
+        "gradient_accumulation_steps", spec.compile.optimizer_kwargs().get("gradient_accumulation_steps")
+    )
     return None if value is None else int(value)
 
 

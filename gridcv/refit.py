@@ -77,7 +77,9 @@ def run_refit(
         return json.loads((folder / BEST_JSON).read_text())
     epochs = refit_epochs(experiment, store, candidate_id, params)
     job = _refit_job(experiment, plan, folder, params, candidate_id, best, epochs)
-    store.set_meta(refit={"status": "running", "candidate_id": candidate_id, "scorer": scorer, "started_at": time.time()})
+    store.set_meta(
+        refit={"status": "running", "candidate_id": candidate_id, "scorer": scorer, "started_at": time.time()}
+    )
     reporter.message(f"refitting the best candidate by {scorer} ({params}) on all {len(job.train_idx)} samples")
     outcome = executor.run(job)
     failed = {"candidate_id": candidate_id, "scorer": scorer, "message": outcome.message}

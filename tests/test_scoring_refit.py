@@ -94,7 +94,11 @@ def test_refit_interrupted_resumes_from_its_checkpoint(uncompiled_experiment, cl
     folder_marker = uncompiled_experiment().parent / "stop-now"
     overrides = {
         "grid": {"units": [4]},
-        "fit": {"epochs": 3, "batch_size": 16, "callbacks": [{"name": "builder.py:StopOnMarker", "marker": str(folder_marker)}]},
+        "fit": {
+            "epochs": 3,
+            "batch_size": 16,
+            "callbacks": [{"name": "builder.py:StopOnMarker", "marker": str(folder_marker)}],
+        },
     }
     path = uncompiled_experiment(**overrides)  # refit off: the search runs to the end
     gridcv.run_experiment(path)
@@ -117,7 +121,9 @@ def test_refit_interrupted_resumes_from_its_checkpoint(uncompiled_experiment, cl
 
 def test_refit_with_early_stopping_trains_for_the_folds_mean_epochs(uncompiled_experiment):
     stop = {"name": "early_stopping", "patience": 1, "monitor": "val_loss", "min_delta": 100.0}
-    path = uncompiled_experiment(grid={"units": [4]}, refit=True, fit={"epochs": 8, "batch_size": 16, "callbacks": [stop]})
+    path = uncompiled_experiment(
+        grid={"units": [4]}, refit=True, fit={"epochs": 8, "batch_size": 16, "callbacks": [stop]}
+    )
     gridcv.run_experiment(path)
     assert gridcv.load_folds(path)["epochs_run"].tolist() == [2, 2]
     summary = json.loads((path.parent / "results" / "tiny" / "best_model.json").read_text())

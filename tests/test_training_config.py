@@ -82,7 +82,9 @@ def test_new_keys_at_their_defaults_keep_old_fingerprints(tmp_path):
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump(base_config()))
     before = load_experiment(path).fingerprint()
-    path.write_text(yaml.safe_dump(base_config(refit=True, fit={"epochs": 2, "batch_size": 16, "precision": "float32"})))
+    path.write_text(
+        yaml.safe_dump(base_config(refit=True, fit={"epochs": 2, "batch_size": 16, "precision": "float32"}))
+    )
     assert load_experiment(path).fingerprint() == before
     path.write_text(yaml.safe_dump(base_config(fit={"epochs": 2, "batch_size": 16, "callbacks": ["early_stopping"]})))
     assert load_experiment(path).fingerprint()["fit"] != before["fit"]
