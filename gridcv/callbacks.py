@@ -109,14 +109,14 @@ def _require_tensorboard(job: FoldJob) -> None:
 
     if importlib.util.find_spec("tensorboard") is None:
         raise BuilderError(
-            f"{job.training.experiment_file}: key 'fit.callbacks' names tensorboard, which needs the "
+            f"{job.data.where}: key 'fit.callbacks' names tensorboard, which needs the "
             "tensorboard package to write its logs. Install it (pip install 'gridcv[tensorboard]') "
             "or remove the callback."
         )
 
 
 def _user_callback(ref: str, kwargs: dict[str, Any], job: FoldJob) -> keras.callbacks.Callback:
-    where = job.training.experiment_file
+    where = job.data.where
     try:
         cls = import_function(ref, job.base_dir, "fit.callbacks", where)
     except DataError as exc:

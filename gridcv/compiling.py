@@ -54,7 +54,7 @@ def compile_from_spec(model: keras.Model, job: FoldJob) -> None:
     Raises:
         BuilderError: An optimizer argument, loss or metric name is unknown.
     """
-    where = job.training.experiment_file
+    where = job.data.where
     spec = dict(job.training.compile)
     chosen = {k: job.params.get(k, spec.pop(k)) for k in COMPILE_KEYS}
     cls = optimizer_class(str(chosen["optimizer"]))

@@ -58,7 +58,6 @@ class TrainingOptions:
     """How a fold is trained beyond the plan: compiling, callbacks, precision, extra scoring.
 
     Attributes:
-        experiment_file: The experiment file, named in error messages.
         compile: The ``compile:`` section (used when the builder returns an
             uncompiled model); grid keys with the same names override it.
         callbacks: ``fit.callbacks`` entries: ``{"name": ..., **kwargs}``.
@@ -75,7 +74,6 @@ class TrainingOptions:
         save_model_to: Save the trained model here (refit); None for folds.
     """
 
-    experiment_file: str = "experiment file"
     compile: dict[str, Any] = field(default_factory=dict)
     callbacks: tuple[dict[str, Any], ...] = ()
     precision: str = "float32"

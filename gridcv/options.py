@@ -43,7 +43,6 @@ def training_options(
     callbacks = tuple({"name": c.name, **c.kwargs()} for c in spec.fit.callbacks)
     split = spec.fit.validation_split_from_train
     return TrainingOptions(
-        experiment_file=str(experiment.path),
         compile=spec.compile.model_dump(),
         callbacks=callbacks,
         precision=str(params.get("precision", spec.fit.precision)),

@@ -164,7 +164,7 @@ def _refit_job(
         task=task,
         train_idx=everything,
         test_idx=everything[:0],
-        data=DataRef(spec.data.model_dump(), experiment.base_dir),
+        data=DataRef(spec.data.model_dump(), experiment.base_dir, str(experiment.path)),
         model_ref=spec.model,
         base_dir=experiment.base_dir,
         params={"epochs": spec.fit.epochs, "batch_size": spec.fit.batch_size, **params},
