@@ -20,14 +20,14 @@ class _Prior(ClassifierMixin, BaseEstimator):
     def __init__(self, units: int = 4) -> None:
         self.units = units
 
-    def fit(self, X, y):  # noqa: N803
+    def fit(self, X, y):
         self.classes_ = np.unique(y)
         return self
 
-    def predict_proba(self, X):  # noqa: N803
+    def predict_proba(self, X):
         return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
 
-    def predict(self, X):  # noqa: N803
+    def predict(self, X):
         return np.zeros(len(X), dtype=int)
 
 
