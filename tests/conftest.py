@@ -86,7 +86,7 @@ def make_experiment(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-SEGMENTATION_BUILDER = '''
+SEGMENTATION_BUILDER = """
 import keras
 
 
@@ -98,7 +98,7 @@ def build(params, input_shape, n_classes):
     ])
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
     return model
-'''
+"""
 
 
 def tiny_images(

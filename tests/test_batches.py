@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.conftest import write_arrays, write_image_folder, write_segmentation
 
 from gridcv.data.augment import Augmentation
 from gridcv.data.batches import EpochCursor, IndexBatches, fold_batches
 from gridcv.data.sources import open_source
+from tests.conftest import write_arrays, write_image_folder, write_segmentation
 
 FLIPS_AND_MORE = {"horizontal_flip": True, "vertical_flip": True, "rotation": 20, "zoom": 0.1, "brightness": 0.2}
 

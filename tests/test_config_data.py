@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from tests.conftest import base_config
 
 from gridcv.config import CsvData, ImagesData, load_experiment
 from gridcv.errors import ConfigError
+from tests.conftest import base_config
 
 SEG = {"kind": "images", "root": "images", "masks": "masks"}
 TAIL = " See experiments/digits.yaml for a valid file."

@@ -157,12 +157,17 @@ def test_only_the_two_newest_checkpoints_are_kept(tmp_path):
 def test_a_run_with_a_corrupted_checkpoint_still_finishes(make_experiment):
     path = make_experiment(**SLOW)
     folder = path.parent / "results" / "tiny"
-    run = start(path, "--quiet")
-    wait_for_checkpoint(folder)
-    time.sleep(1.0)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
-    for ckpt in (folder / "checkpoints").rglob("epoch-*.npz"):
+    killed = subprocess.run(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet"],
+        env={**os.environ, "GRIDCV_FAULT": "checkpoint-rename@4"},
+        start_new_session=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL  # killed in the first fold, three epochs checkpointed
+    checkpoints = list((folder / "checkpoints").rglob("epoch-*.npz"))
+    assert len(checkpoints) == 2
+    for ckpt in checkpoints:
         ckpt.write_bytes(b"garbage")
     resumed = start(path, "--quiet")
     _, err = resumed.communicate(timeout=300)

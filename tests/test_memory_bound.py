@@ -18,7 +18,7 @@ from gridcv.jobs import FoldStatus
 
 pytestmark = pytest.mark.slow
 
-SAMPLING_BUILDER = '''
+SAMPLING_BUILDER = """
 import json
 import os
 import threading
@@ -55,7 +55,7 @@ def build(params, input_shape, n_classes):
     model = keras.Sequential([keras.Input(shape=input_shape), keras.layers.Dense(n_classes, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
-'''
+"""
 
 ROWS, WIDTH = 360_000, 1024  # float32: 1.47 GB on disk
 LIMIT = 1200 * 2**20  # the worker's memory guard: below the dataset's size

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.conftest import SEGMENTATION_BUILDER, write_image_folder, write_segmentation
 
 import gridcv
 from gridcv.jobs import FoldStatus
+from tests.conftest import SEGMENTATION_BUILDER, write_image_folder, write_segmentation
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-from tests.conftest import write_arrays, write_image_folder, write_segmentation
 from PIL import Image
 
 from gridcv.data.sources import ArraySource, open_source
 from gridcv.errors import DataError
+from tests.conftest import write_arrays, write_image_folder, write_segmentation
 
 W = "exp.yaml"
 

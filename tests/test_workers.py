@@ -40,7 +40,7 @@ def build(params, input_shape, n_classes):
         if how == "memory_error":
             raise MemoryError("simulated")
         if how == "balloon":
-            HOLD.append(np.ones(400 * 2**20 // 8))  # 400 MiB, touched
+            HOLD.append(np.ones(1536 * 2**20 // 8))  # 1.5 GiB of its own memory, touched
             import time; time.sleep(30)
         if how == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
@@ -126,14 +126,14 @@ def test_memory_error_is_out_of_memory(make_experiment):
 
 
 def test_memory_guard_stops_a_worker_over_its_limit(make_experiment):
-    path = experiment(make_experiment, "balloon", max_worker_memory="1GiB")
-    started = time.monotonic()
+    path = experiment(make_experiment, "balloon", max_worker_memory="1.5GiB")
     gridcv.run_experiment(path)
-    assert time.monotonic() - started < 25  # the guard did not wait for the 30 s sleep
     attempts = gridcv.load_attempts(path)
     guard = attempts[attempts["outcome"] == "oom"]
     assert len(guard) == 1
-    assert "above max_worker_memory (1.0 GiB); it was stopped by gridcv's memory guard" in guard["message"].iloc[0]
+    assert "above max_worker_memory (1.5 GiB); it was stopped by gridcv's memory guard" in guard["message"].iloc[0]
+    # stopped while the builder still slept (30 s): the guard did not wait for the fold to end
+    assert guard["finished_at"].iloc[0] - guard["started_at"].iloc[0] < 20
     assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
 
 
