@@ -140,8 +140,8 @@ def refit_epochs(experiment: Experiment, store: ResultStore, candidate_id: str, 
         return configured
     restore = bool(stopping[0].kwargs().get("restore_best_weights", False))
     rows = [r for r in store.fold_rows() if r["candidate_id"] == candidate_id and r["status"] == "done"]
-    kept = [(r["info"] or {}).get("best_epoch") if restore else r["epochs_run"] for r in rows]
-    kept = [k for k in kept if k]
+    found = [(r["info"] or {}).get("best_epoch") if restore else r["epochs_run"] for r in rows]
+    kept = [int(k) for k in found if k]
     return max(1, min(configured, round(float(np.mean(kept))))) if kept else configured
 
 

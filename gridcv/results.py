@@ -199,6 +199,7 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         if train:
             rec.update({f"train_{n}": _train_score(r, n) for n in names})
         rec.update({k: info.get(k) for k in ("precision", "best_epoch", "stopped_epoch", "model_path")})
+        rec["gpu_peak_memory"] = info.get("gpu_peak_memory")
         rec.update({f"best_{m}": info.get("history_best", {}).get(m, np.nan) for m in metrics})
         records.append(rec)
     return pd.DataFrame.from_records(records)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ def run_fold(
         Exception: Whatever training raised; the caller classifies it.
     """
     reset_peak_rss()
+    reset_gpu_peak_memory()
     keras.utils.set_random_seed(job.task.seed)
     opts = job.training
     # Workers run many folds: the policy is set for this fold and reset after it.
@@ -143,25 +145,21 @@ def run_fold(
         final = checkpoint.state
         accumulation = accumulation_of(model)
         info = fold_info(job, final, callbacks, accumulation)
-        base = {
-            "task_id": job.task.task_id,
-            "fit_time": final.fit_time,
-            "epochs_run": final.epoch,
-            "batch_size": job.batch_size,
-            "accumulation_steps": accumulation,
-            "history": final.history,
-            "worker_id": worker_id,
-            "worker_folds": worker_folds,
-            "resumed_from_epoch": state.epoch,
-            "info": info,
-        }
+        trained = FoldOutcome(
+            task_id=job.task.task_id,
+            kind=OutcomeKind.INTERRUPTED,
+            fit_time=final.fit_time,
+            epochs_run=final.epoch,
+            batch_size=job.batch_size,
+            accumulation_steps=accumulation,
+            history=final.history,
+            worker_id=worker_id,
+            worker_folds=worker_folds,
+            resumed_from_epoch=state.epoch,
+            info=info,
+        )
         if final.epoch < job.epochs and not final.extra.get("stopped_early"):
-            return FoldOutcome(
-                kind=OutcomeKind.INTERRUPTED,
-                peak_rss=peak_rss(),
-                message=f"stopped on request after epoch {final.epoch}",
-                **base,
-            )
+            return replace(trained, peak_rss=peak_rss(), message=f"stopped on request after epoch {final.epoch}")
         if opts.save_model_to is not None:
             save_model_atomic(model, opts.save_model_to)
         start = time.perf_counter()
@@ -175,8 +173,9 @@ def run_fold(
         if opts.return_train_score:
             sample = train_score_sample(job.train_idx, opts.train_score_max_samples, job.task.seed)
             info["train_scores"] = score_indices(model, source, sample, job)
+        info["gpu_peak_memory"] = gpu_peak_memory()
         score_time = time.perf_counter() - start
-        return FoldOutcome(kind=OutcomeKind.DONE, scores=scores, score_time=score_time, peak_rss=peak_rss(), **base)
+        return replace(trained, kind=OutcomeKind.DONE, scores=scores, score_time=score_time, peak_rss=peak_rss())
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
         release_memory()
@@ -341,6 +340,28 @@ def check_builder(job: FoldJob) -> None:
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
         release_memory()
+
+
+def _gpus() -> list[str]:
+    import tensorflow as tf
+
+    return [f"GPU:{i}" for i in range(len(tf.config.list_logical_devices("GPU")))]
+
+
+def reset_gpu_peak_memory() -> None:
+    """Starts a fold's GPU peak-memory count (nothing to do without a GPU)."""
+    import tensorflow as tf
+
+    for name in _gpus():
+        tf.config.experimental.reset_memory_stats(name)
+
+
+def gpu_peak_memory() -> int | None:
+    """Peak GPU memory of this fold in bytes (the largest over the GPUs), or None without a GPU."""
+    import tensorflow as tf
+
+    names = _gpus()
+    return max(int(tf.config.experimental.get_memory_info(n)["peak"]) for n in names) if names else None
 
 
 def configure_device() -> None:

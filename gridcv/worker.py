@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -41,23 +42,24 @@ def attempt_fold(job: FoldJob, worker_id: str, worker_folds: int) -> FoldOutcome
     """Runs one fold and turns whatever happens into an outcome; never raises."""
     from gridcv import train
 
-    base = {
-        "task_id": job.task.task_id,
-        "batch_size": job.batch_size,
-        "accumulation_steps": job.accumulation_steps,
-        "worker_id": worker_id,
-        "worker_folds": worker_folds,
-    }
+    failed = FoldOutcome(
+        task_id=job.task.task_id,
+        kind=OutcomeKind.ERROR,
+        batch_size=job.batch_size,
+        accumulation_steps=job.accumulation_steps,
+        worker_id=worker_id,
+        worker_folds=worker_folds,
+    )
     try:
         return train.run_fold(job, worker_id, worker_folds, should_stop=stop_requested)
     except (BuilderError, DataError) as exc:
-        return FoldOutcome(kind=OutcomeKind.FATAL, message=str(exc), error=traceback.format_exc(), **base)
+        return replace(failed, kind=OutcomeKind.FATAL, message=str(exc), error=traceback.format_exc())
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not stop_requested():
             raise
         kind = OutcomeKind.OOM if is_out_of_memory(exc) else OutcomeKind.ERROR
         message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-        return FoldOutcome(kind=kind, message=message, error=traceback.format_exc(), **base)
+        return replace(failed, kind=kind, message=message, error=traceback.format_exc())
 
 
 def die_with_parent(parent_pid: int) -> None:

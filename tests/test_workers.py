@@ -76,6 +76,7 @@ def test_parent_never_imports_tensorflow(make_experiment):
     assert folds["worker_id"].tolist() == ["w1"] * 4
     assert folds["worker_folds"].tolist() == [1, 2, 3, 4]
     assert (folds["peak_rss"] > 100 * 2**20).all()
+    assert folds["gpu_peak_memory"].isna().all()  # recorded only where a GPU is present
 
 
 def test_worker_killed_mid_fold_is_retried_with_half_the_batch(make_experiment):
