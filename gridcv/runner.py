@@ -141,23 +141,28 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
         try:
             executor.set_log_dir(folder / "logs")
             with ResultStore.open(folder, create=True) as store:
-                return _run(experiment, plan, folder, store, executor, execution, options, reporter)
+                return _run(_Run(experiment, plan, folder, store, executor, execution, reporter), options)
         finally:
             lock.release()
     finally:
         executor.close()
 
 
-def _run(
-    experiment: Experiment,
-    plan: Plan,
-    folder: Path,
-    store: ResultStore,
-    executor: Executor,
-    execution: ExecutionSpec,
-    options: RunOptions,
-    reporter: Reporter,
-) -> RunSummary:
+@dataclass(frozen=True)
+class _Run:
+    """What one run works with, passed around as one value."""
+
+    experiment: Experiment
+    plan: Plan
+    folder: Path
+    store: ResultStore
+    executor: Executor
+    execution: ExecutionSpec
+    reporter: Reporter
+
+
+def _run(run: _Run, options: RunOptions) -> RunSummary:
+    experiment, plan, store, folder = run.experiment, run.plan, run.store, run.folder
     spec = experiment.spec
     _check_compatible(store, experiment, folder, str(experiment.path))
     store.set_meta(
@@ -173,47 +178,39 @@ def _run(
     store.add_tasks(plan.tasks)
     reclaimed = tuple(store.reclaim_stale())
     if reclaimed:
-        reporter.message(f"taking back {len(reclaimed)} fold(s) left running by a run that ended")
+        run.reporter.message(f"taking back {len(reclaimed)} fold(s) left running by a run that ended")
     if options.retry_failed:
         store.reset_failed()
 
     statuses = store.statuses()
-    current = [t for t in plan.tasks]
-    done_before = sum(1 for t in current if statuses[t.task_id].is_finished())
-    reporter.begin(spec.name, len(current), done_before, len(plan.candidates), plan.n_splits)
+    done_before = sum(1 for t in plan.tasks if statuses[t.task_id].is_finished())
+    run.reporter.begin(spec.name, len(plan.tasks), done_before, len(plan.candidates), plan.n_splits)
     attempts = 0
-    with _stop_on_signals(executor, reporter) as stop:
-        for task in current:
-            if store.status_of(task.task_id).is_finished():
-                continue
-            if stop.is_set():
-                raise RunInterrupted(_resume_hint(experiment, folder))
-            attempts += _run_task(experiment, plan, folder, store, executor, execution, task, reporter)
-    reporter.end()
-    counts = store.counts()
-    finished_ids = {t.task_id for t in current}
-    rows = [r for r in store.fold_rows() if r["task_id"] in finished_ids]
+    try:
+        with _stop_on_signals(run.executor, run.reporter) as stop:
+            for task in plan.tasks:
+                if store.status_of(task.task_id).is_finished():
+                    continue
+                if stop.is_set():
+                    raise RunInterrupted(_resume_hint(experiment, folder))
+                attempts += _run_task(run, task)
+    finally:
+        run.reporter.end()  # stops the live display, however the loop ended
+    planned = {t.task_id for t in plan.tasks}
+    rows = [r for r in store.fold_rows() if r["task_id"] in planned]
     if rows and all(r["status"] == FoldStatus.FAILED for r in rows):
         raise AllFoldsFailed(
             f"every fold failed ({len(rows)} of {len(rows)}); the first: {rows[0]['message']}. "
             f"See gridcv.load_folds('{folder}') for each fold's error."
         )
     if spec.refit_scorer() is not None and not any(r["status"] == FoldStatus.PENDING for r in rows):
-        run_refit(experiment, plan, folder, store, executor, reporter)
-    return RunSummary(folder=folder, counts=counts, attempts=attempts, reclaimed=reclaimed)
+        run_refit(experiment, plan, folder, store, run.executor, run.reporter)
+    return RunSummary(folder=folder, counts=store.counts(), attempts=attempts, reclaimed=reclaimed)
 
 
-def _run_task(
-    experiment: Experiment,
-    plan: Plan,
-    folder: Path,
-    store: ResultStore,
-    executor: Executor,
-    execution: ExecutionSpec,
-    task: FoldTask,
-    reporter: Reporter,
-) -> int:
+def _run_task(run: _Run, task: FoldTask) -> int:
     """Attempts one fold until it is finished (or the run must stop); returns attempts made."""
+    experiment, store, folder = run.experiment, run.store, run.folder
     made = 0
     base_batch = int(task.params.get("batch_size", experiment.spec.fit.batch_size))
     while True:
@@ -221,10 +218,10 @@ def _run_task(
         accumulation *= requested_accumulation(experiment.spec, task.params) or 1
         attempt = store.mark_running(task.task_id, batch, accumulation)
         made += 1
-        job = _job(experiment, plan, task, folder, batch, accumulation, attempt)
-        reporter.fold_started(task, attempt, batch)
+        job = _job(experiment, run.plan, task, folder, batch, accumulation, attempt)
+        run.reporter.fold_started(task, attempt, batch)
         try:
-            outcome = executor.run(job)
+            outcome = run.executor.run(job)
         except KeyboardInterrupt:
             outcome = FoldOutcome(
                 task.task_id,
@@ -235,9 +232,9 @@ def _run_task(
             )
             store.record(outcome, FoldStatus.PENDING)
             raise RunInterrupted(_resume_hint(experiment, folder)) from None
-        status, stop = decide(outcome, store.attempts_of(task.task_id), execution, experiment, folder)
+        status, stop = decide(outcome, store.attempts_of(task.task_id), run.execution, experiment, folder)
         store.record(outcome, status)
-        reporter.fold_finished(task, outcome, status)
+        run.reporter.fold_finished(task, outcome, status)
         if status is FoldStatus.DONE:
             shutil.rmtree(folder / "checkpoints" / task.task_id, ignore_errors=True)
         if stop is not None:
