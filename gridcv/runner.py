@@ -34,7 +34,7 @@ from gridcv.errors import (
 from gridcv.execute import ExecutionSettings, Executor, make_executor
 from gridcv.jobs import DataRef, FoldJob, FoldOutcome, FoldStatus, OutcomeKind
 from gridcv.options import requested_accumulation, training_options
-from gridcv.plan import FoldTask, Plan, make_plan
+from gridcv.plan import FoldTask, Plan, fold_batch_size, make_plan
 from gridcv.progress import Reporter, SilentReporter
 from gridcv.refit import run_refit
 from gridcv.store import DB_NAME, ResultStore, RunLock
@@ -212,7 +212,7 @@ def _run_task(run: _Run, task: FoldTask) -> int:
     """Attempts one fold until it is finished (or the run must stop); returns attempts made."""
     experiment, store, folder = run.experiment, run.store, run.folder
     made = 0
-    base_batch = int(task.params.get("batch_size", experiment.spec.fit.batch_size))
+    base_batch = fold_batch_size(task.params, experiment.spec.fit.batch_size)
     while True:
         batch, accumulation = retry_shape(base_batch, store.attempts_of(task.task_id))
         accumulation *= requested_accumulation(experiment.spec, task.params) or 1
@@ -374,9 +374,7 @@ def _check_model_reference(experiment: Experiment, where: str) -> None:
 
 def _check_folder(folder: Path, experiment: Experiment, options: RunOptions, where: str) -> None:
     """Refuses early, without writing, if the folder is busy or holds other results."""
-    holder = RunLock(folder).holder()
-    if holder is not None:
-        RunLock(folder).acquire()  # raises ResultsLockedError naming the holder
+    RunLock(folder).refuse_if_held()
     if (folder / DB_NAME).exists() and not options.restart:
         # No run holds the folder: read it without creating SQLite's side files, so a
         # refused run leaves the folder exactly as it was (the check is redone under the lock).
@@ -403,8 +401,7 @@ def _check_compatible(store: ResultStore, experiment: Experiment, folder: Path, 
 def _move_aside(folder: Path, reporter: Reporter) -> None:
     if not folder.exists():
         return
-    if RunLock(folder).holder() is not None:
-        RunLock(folder).acquire()  # raises ResultsLockedError naming the live run
+    RunLock(folder).refuse_if_held()
     aside = folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.rename(aside)
     reporter.message(f"moved the previous results to {aside}")

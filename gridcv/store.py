@@ -140,12 +140,7 @@ class RunLock:
         except BlockingIOError:
             holder = self._read_holder(fd)
             os.close(fd)
-            who = holder.describe() if holder else "another process"
-            raise ResultsLockedError(
-                f"{self.path.parent}: another gridcv run is using this results folder "
-                f"({who}). Wait for it to finish, stop it, or pass --output to write "
-                "this run's results to a different folder."
-            ) from None
+            raise self._locked(holder) from None
         holder = LockHolder(os.getpid(), socket.gethostname(), time.time())
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder.__dict__).encode(), 0)
@@ -159,20 +154,42 @@ class RunLock:
         except (TypeError, ValueError):
             return None
 
-    def holder(self) -> LockHolder | None:
-        """The live holder of the lock, or None if nobody holds it."""
+    def _locked(self, holder: LockHolder | None) -> ResultsLockedError:
+        who = holder.describe() if holder else "another process"
+        return ResultsLockedError(
+            f"{self.path.parent}: another gridcv run is using this results folder "
+            f"({who}). Wait for it to finish, stop it, or pass --output to write "
+            "this run's results to a different folder."
+        )
+
+    def _probe(self) -> tuple[bool, LockHolder | None]:
+        """Whether a live process holds the lock, and who (when its file says), without taking it."""
         if not self.path.exists():
-            return None
+            return False, None
         fd = os.open(self.path, os.O_RDONLY)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return self._read_holder(fd)
+                return True, self._read_holder(fd)
             fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
+            return False, None
         finally:
             os.close(fd)
+
+    def holder(self) -> LockHolder | None:
+        """The live holder of the lock, or None if nobody holds it."""
+        return self._probe()[1]
+
+    def refuse_if_held(self) -> None:
+        """Raises :class:`ResultsLockedError` naming the live holder, if any; never takes the lock.
+
+        For checks made before a run commits to the folder: taking the lock only
+        to report who holds it would keep it, should the holder exit meanwhile.
+        """
+        held, holder = self._probe()
+        if held:
+            raise self._locked(holder)
 
     def release(self) -> None:
         """Drops the lock (the kernel does it too if the process dies)."""

@@ -160,3 +160,21 @@ def test_integrity_check_is_ok_after_many_transactions(tmp_path):
             store.mark_running(t.task_id, 8, 1)
             store.record(done(t.task_id, float(np.float32(0.25))), FoldStatus.DONE)
         assert store.integrity_check() == "ok"
+
+
+def test_refusing_a_held_folder_never_takes_its_lock(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(ResultsLockedError, match=f"pid {holder.pid} on "):
+            RunLock(tmp_path).refuse_if_held()
+    finally:
+        release.set()
+        holder.join()
+    RunLock(tmp_path).refuse_if_held()  # free now: no error, and no lock taken ...
+    lock = RunLock(tmp_path)
+    lock.acquire()  # ... so this process's own run can take it
+    lock.release()
