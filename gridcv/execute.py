@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from gridcv.errors import BuilderError, DataError, UserError, WorkerStartError
 from gridcv.jobs import FoldJob, FoldOutcome, OutcomeKind
 from gridcv.memory import format_bytes, rss_of
-from gridcv.worker import STOP_SIGNAL
+from gridcv.worker import STOP_SIGNAL, attempt_fold, clear_stop_request, request_stop
 
 _FATAL_TYPES: dict[str, type[UserError]] = {"BuilderError": BuilderError, "DataError": DataError}
 POLL_SECONDS = 0.2
@@ -85,20 +85,17 @@ class InlineExecutor:
         self._train = train
         train.enable_determinism(settings.deterministic)
         self._folds = 0
+        clear_stop_request()  # a Ctrl-C of an earlier inline run must not stop this one
 
     def check(self, job: FoldJob) -> None:
         self._train.check_builder(job)
 
     def run(self, job: FoldJob) -> FoldOutcome:
-        from gridcv.worker import attempt_fold
-
         self._folds += 1
         return attempt_fold(job, "inline", self._folds)
 
     def request_stop(self) -> None:
-        from gridcv.worker import _stop_requested
-
-        _stop_requested.set()
+        request_stop()
 
     def close(self) -> None:
         pass

@@ -33,6 +33,16 @@ def stop_requested() -> bool:
     return _stop_requested.is_set()
 
 
+def request_stop() -> None:
+    """Asks the fold in flight in this process to stop after its next checkpoint."""
+    _stop_requested.set()
+
+
+def clear_stop_request() -> None:
+    """Forgets an earlier stop request (an inline run starting in the same process)."""
+    _stop_requested.clear()
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """MemoryError or TensorFlow's ResourceExhaustedError (matched by name: no TF import)."""
     return any(cls.__name__ in {"MemoryError", "ResourceExhaustedError"} for cls in type(exc).__mro__)
@@ -111,7 +121,7 @@ def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic
     die_with_parent(parent_pid)
     prefer_me_when_out_of_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(STOP_SIGNAL, lambda *_: _stop_requested.set())
+    signal.signal(STOP_SIGNAL, lambda *_: request_stop())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from gridcv import train
 

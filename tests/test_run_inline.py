@@ -31,3 +31,12 @@ def test_second_run_skips_done_folds(make_experiment):
     after = gridcv.load_folds(path)
     assert before["finished_at"].tolist() == after["finished_at"].tolist()
     assert after["attempts"].tolist() == [1, 1, 1, 1]
+
+
+def test_an_earlier_inline_interrupt_does_not_stop_the_next_run(make_experiment):
+    from gridcv.worker import request_stop
+
+    request_stop()  # what a Ctrl-C during an earlier inline run (a notebook cell) leaves behind
+    path = make_experiment()
+    gridcv.run_experiment(path)
+    assert gridcv.load_folds(path)["epochs_run"].tolist() == [2, 2, 2, 2]
