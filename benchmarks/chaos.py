@@ -131,18 +131,12 @@ def snapshot(output: Path) -> dict[str, dict]:
 
 def in_flight_checkpoints(output: Path) -> dict[str, int]:
     """Newest checkpoint epoch of every fold left running (read right after a kill)."""
-    from gridcv.checkpoint import latest_epoch
-    from gridcv.store import DB_NAME, ResultStore
+    from gridcv.status import read_status
+    from gridcv.store import DB_NAME
 
     if not (output / DB_NAME).exists():
         return {}
-    with ResultStore.open(output, readonly=True) as store:
-        running = [r["task_id"] for r in store.fold_rows() if r["status"] == "running"]
-    found = {}
-    for task_id in running:
-        epochs = [e for d in (output / "checkpoints" / task_id).glob("b*x*") if (e := latest_epoch(d)) is not None]
-        found[task_id] = max(epochs, default=0)
-    return found
+    return {f.task_id: f.checkpoint_epoch or 0 for f in read_status(output).in_flight}
 
 
 def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosReport, max_kills: int) -> None:

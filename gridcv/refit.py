@@ -24,7 +24,7 @@ from gridcv.errors import ResultsError, RunInterrupted, RunStopped, UserError
 from gridcv.execute import Executor
 from gridcv.jobs import DataRef, FoldJob, OutcomeKind
 from gridcv.options import requested_accumulation, training_options
-from gridcv.plan import FoldTask, Plan, content_id, derive_seed
+from gridcv.plan import FoldTask, Plan, content_id, derive_seed, fold_batch_size
 from gridcv.progress import Reporter
 from gridcv.results import load_results, results_folder
 from gridcv.store import ResultStore
@@ -157,7 +157,7 @@ def _refit_job(
     spec = experiment.spec
     task_id = f"refit-{candidate_id}"
     task = FoldTask(task_id, candidate_id, candidate_index, -1, params, derive_seed(spec.seed, task_id))
-    batch = int(params.get("batch_size", spec.fit.batch_size))
+    batch = fold_batch_size(params, spec.fit.batch_size)
     accumulation = requested_accumulation(spec, params) or 1
     everything = np.sort(np.concatenate(plan.splits[0]))
     return FoldJob(
