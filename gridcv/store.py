@@ -472,7 +472,8 @@ class ResultStore:
         for r in rows:
             d = dict(r)
             for key in ("params", "scores", "history", "info"):
-                d[key] = json.loads(d[key]) if d[key] else ({} if key != "params" else None)
+                # .get: a read-only open cannot add columns a newer gridcv introduced ('info')
+                d[key] = json.loads(d[key]) if d.get(key) else ({} if key != "params" else None)
             out.append(d)
         return out
 

@@ -178,3 +178,18 @@ def test_refusing_a_held_folder_never_takes_its_lock(tmp_path):
     lock = RunLock(tmp_path)
     lock.acquire()  # ... so this process's own run can take it
     lock.release()
+
+
+def test_results_written_before_the_info_column_still_read(tmp_path):
+    with ResultStore.open(tmp_path, create=True) as store:
+        store.add_tasks(TASKS)
+        store.mark_running("t00", 8, 1)
+        store.record(done("t00"), FoldStatus.DONE)
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.execute("ALTER TABLE folds DROP COLUMN info")  # as a results folder from before the column was added
+    conn.commit()
+    conn.close()
+    with ResultStore.open(tmp_path, readonly=True) as store:  # load_results and status open read-only
+        rows = store.fold_rows()
+    assert [r["info"] for r in rows] == [{}, {}, {}, {}]
+    assert rows[0]["scores"] == {"accuracy": 0.5}
