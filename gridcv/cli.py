@@ -73,14 +73,14 @@ def _status(args: argparse.Namespace) -> int:
 def _results(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from gridcv.results import load_results, ranked_table, scoring_of
+    from gridcv.results import load_results, ranked_table
 
     table = load_results(args.path)
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {len(table)} candidates to {args.csv}")
         return 0
-    view = table if args.all_columns else ranked_table(table, scoring_of(args.path))
+    view = table if args.all_columns else ranked_table(table)
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
         print(view.to_string(index=False))
     return 0

@@ -88,7 +88,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
             by_candidate.setdefault(r["candidate_id"], []).append(r)
     groups = sorted(by_candidate.values(), key=lambda g: g[0]["candidate_index"])
     n_splits = max([n_splits, *(r["fold"] + 1 for g in groups for r in g)])
-    return _cv_results(groups, _scorer_keys(scoring or "score"), n_splits, train)
+    results = _cv_results(groups, _scorer_keys(scoring or "score"), n_splits, train)
+    results.attrs["scoring"] = scoring or "score"  # what ranked_table needs, without reopening the store
+    return results
 
 
 def _cv_results(
@@ -211,9 +213,12 @@ def load_attempts(path: str | Path) -> pd.DataFrame:
         return pd.DataFrame.from_records(store.attempt_rows())
 
 
-def ranked_table(results: pd.DataFrame, scoring: str | list[str]) -> pd.DataFrame:
-    """A compact view for the terminal: rank, params, mean ± std per scorer, folds done."""
-    keys = _scorer_keys(scoring)
+def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
+    """A compact view for the terminal: rank, params, mean ± std per scorer, folds done.
+
+    ``results`` comes from :func:`load_results`, which records its scoring in ``attrs``.
+    """
+    keys = _scorer_keys(results.attrs["scoring"])
     first = keys[0][1]
     out = pd.DataFrame({"rank": results[f"rank_test_{first}"]})
     for c in [c for c in results.columns if c.startswith("param_")]:
@@ -225,9 +230,3 @@ def ranked_table(results: pd.DataFrame, scoring: str | list[str]) -> pd.DataFram
     out["failed"] = results["n_folds_failed"]
     out["mean_fit_s"] = results["mean_fit_time"].round(1)
     return out.sort_values(["rank", "folds_done"], ascending=[True, False]).reset_index(drop=True)
-
-
-def scoring_of(path: str | Path) -> str | list[str]:
-    """The scoring a results folder was run with."""
-    with ResultStore.open(results_folder(path), readonly=True) as store:
-        return store.get_meta("scoring") or "score"
