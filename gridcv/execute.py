@@ -129,7 +129,7 @@ class _Worker:
         """Waits until the worker has imported TensorFlow and asks for work."""
         if self.ready:
             return
-        tag, _pid = self._receive(timeout=None)
+        tag, _pid = self.receive(timeout=None)
         if tag != "ready":
             where = f"; see {self.log_path}" if self.log_path else ""
             raise WorkerStartError(
@@ -149,7 +149,8 @@ class _Worker:
     def rss(self) -> int | None:
         return rss_of(self.pid)
 
-    def _receive(self, timeout: float | None) -> tuple[str, Any]:
+    def receive(self, timeout: float | None) -> tuple[str, Any]:
+        """The worker's next message; ``("dead", None)`` if it died, ``("timeout", None)`` after ``timeout``."""
         while True:
             if self.conn.poll(POLL_SECONDS if timeout is None else timeout):
                 try:
@@ -200,7 +201,7 @@ class ProcessExecutor:
         if self._worker is not None and self._worker.alive():
             path = self._log_path(self._worker.id)
             self._worker.conn.send(("log", str(path)))
-            self._worker._receive(timeout=None)
+            self._worker.receive(timeout=None)
 
     def _spawn(self) -> _Worker:
         self._started += 1
@@ -221,7 +222,7 @@ class ProcessExecutor:
     def check(self, job: FoldJob) -> None:
         worker = self._ensure_worker()
         worker.conn.send(("check", job))
-        tag, payload = worker._receive(timeout=None)
+        tag, payload = worker.receive(timeout=None)
         if tag == "fatal":
             kind, message, _tb = payload
             raise _FATAL_TYPES.get(kind, BuilderError)(message)
