@@ -30,6 +30,19 @@ def start(path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def kill_in_first_fold(path: Path) -> None:
+    """Runs the experiment and SIGKILLs the whole run when the first fold's fourth checkpoint is
+    complete but not yet renamed: three epochs checkpointed, whatever the machine's speed."""
+    killed = subprocess.run(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet"],
+        env={**os.environ, "GRIDCV_FAULT": "checkpoint-rename@4"},
+        start_new_session=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL
+
+
 def wait_for_checkpoint(folder: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,11 +105,7 @@ def test_second_run_on_the_same_folder_is_refused(make_experiment):
 def test_status_shows_the_stale_fold_after_a_kill(make_experiment):
     path = make_experiment(**SLOW)
     folder = path.parent / "results" / "tiny"
-    run = start(path, "--quiet")
-    wait_for_checkpoint(folder)
-    time.sleep(0.5)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
+    kill_in_first_fold(path)
     out = subprocess.run(
         [sys.executable, "-m", "gridcv.cli", "status", str(folder)], capture_output=True, text=True, timeout=60
     )
@@ -157,14 +166,7 @@ def test_only_the_two_newest_checkpoints_are_kept(tmp_path):
 def test_a_run_with_a_corrupted_checkpoint_still_finishes(make_experiment):
     path = make_experiment(**SLOW)
     folder = path.parent / "results" / "tiny"
-    killed = subprocess.run(
-        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet"],
-        env={**os.environ, "GRIDCV_FAULT": "checkpoint-rename@4"},
-        start_new_session=True,
-        capture_output=True,
-        timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL  # killed in the first fold, three epochs checkpointed
+    kill_in_first_fold(path)
     checkpoints = list((folder / "checkpoints").rglob("epoch-*.npz"))
     assert len(checkpoints) == 2
     for ckpt in checkpoints:
