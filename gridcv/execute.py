@@ -36,12 +36,15 @@ POLL_SECONDS = 0.2
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    """How folds are executed (the ``execution:`` section plus CLI overrides)."""
+    """How folds are executed (the ``execution:`` section plus CLI overrides).
 
-    isolation: str = "process"
-    max_worker_memory: int | None = None
-    folds_per_worker: int | None = 20
-    deterministic: bool = False
+    No defaults here: they live in the experiment file's schema (``config.ExecutionSpec``).
+    """
+
+    isolation: str
+    max_worker_memory: int | None
+    folds_per_worker: int | None
+    deterministic: bool
     log_dir: Path | None = None  # None: workers write to the terminal (--debug)
 
 
