@@ -126,12 +126,12 @@ def snapshot(output: Path) -> dict[str, dict]:
     from gridcv.store import ResultStore
 
     with ResultStore.open(output, readonly=True) as store:
-        return {r["task_id"]: r for r in store.fold_rows()}
+        return {r.task_id: r for r in store.fold_rows()}
 
 
 def in_flight_checkpoints(output: Path) -> dict[str, int]:
     """Newest checkpoint epoch of every fold left running (read right after a kill)."""
-    from gridcv.status import read_status
+    from gridcv.run.status import read_status
     from gridcv.store import DB_NAME
 
     if not (output / DB_NAME).exists():
@@ -166,23 +166,23 @@ def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosRepor
     from gridcv.store import ResultStore
 
     with ResultStore.open(output, readonly=True) as store:
-        final_attempts = {a["task_id"]: a for a in store.attempt_rows() if a["outcome"] == "done"}
+        final_attempts = {a.task_id: a for a in store.attempt_rows() if a.outcome == "done"}
         report.integrity.append(store.integrity_check())
     for task_id, epoch in reached.items():
-        report.whole_epochs_redone += max(0, epoch - (final_attempts[task_id]["resumed_from_epoch"] or 0))
+        report.whole_epochs_redone += max(0, epoch - (final_attempts[task_id].resumed_from_epoch or 0))
 
 
 def compare(reference: dict[str, dict], result: dict[str, dict], report: ChaosReport) -> None:
     """Counts lost and duplicated folds, score differences and history mismatches."""
-    report.lost_folds += sum(1 for t in reference if t not in result or result[t]["status"] != "done")
+    report.lost_folds += sum(1 for t in reference if t not in result or result[t].status != "done")
     report.duplicated_folds += max(0, len(result) - len(set(result)))
     for task_id, ref in reference.items():
         got = result.get(task_id)
         if got is None:
             continue
-        for name, value in ref["scores"].items():
-            report.max_score_difference = max(report.max_score_difference, abs(value - got["scores"].get(name, np.inf)))
-        report.history_mismatches += json.dumps(ref["history"]) != json.dumps(got["history"])
+        for name, value in ref.scores.items():
+            report.max_score_difference = max(report.max_score_difference, abs(value - got.scores.get(name, np.inf)))
+        report.history_mismatches += json.dumps(ref.history) != json.dumps(got.history)
 
 
 def run_chaos(workdir: Path, kills: int, seed: int = 0, samples: int = 3000) -> ChaosReport:

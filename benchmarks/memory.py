@@ -58,8 +58,8 @@ sys.path.insert(0, sys.argv[1])
 from builder import build
 from gridcv.config import load_experiment
 from gridcv.data import open_source
-from gridcv.data.batches import EpochCursor, IndexBatches
-from gridcv.memory import rss_of
+from gridcv.training.batches import EpochCursor, IndexBatches
+from gridcv.execution.memory import rss_of
 from gridcv.plan import make_plan
 
 cleanup, every = sys.argv[3] == "cleanup", int(sys.argv[4])
@@ -137,7 +137,7 @@ class _Sampler:
         pass
 
     def fold_finished(self, task: Any, outcome: Any, status: Any) -> None:
-        from gridcv.memory import rss_of
+        from gridcv.execution.memory import rss_of
 
         if status.is_finished():
             self.done += 1

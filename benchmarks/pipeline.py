@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
     args = parser.parse_args(argv)
 
-    from gridcv.data.batches import IndexBatches
     from gridcv.data.sources import open_source
+    from gridcv.training.batches import IndexBatches
 
     with tempfile.TemporaryDirectory(prefix="gridcv-bench-") as tmp:
         folder = Path(tmp)

@@ -15,11 +15,11 @@ from gridcv.errors import (
     ResultsLockedError,
     RunInterrupted,
     RunStopped,
+    StoreError,
     UserError,
 )
-from gridcv.refit import load_best_model
-from gridcv.results import load_attempts, load_folds, load_results
-from gridcv.runner import RunOptions, RunSummary, run_experiment
+from gridcv.results import load_attempts, load_best_model, load_folds, load_results
+from gridcv.run import RunOptions, RunSummary, run_experiment
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "RunOptions",
     "RunStopped",
     "RunSummary",
+    "StoreError",
     "UserError",
     "load_attempts",
     "load_best_model",

@@ -6,11 +6,12 @@ import argparse
 import logging
 import sys
 import traceback
+import types
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from gridcv.config.schema import ExecutionSpec
 from gridcv.errors import AllFoldsFailed, GridcvError, RunInterrupted, UserError
-from gridcv.jobs import FoldStatus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,13 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--restart", action="store_true", help="move existing results aside and start again")
     run.add_argument("--retry-failed", action="store_true", help="run failed folds again")
-    ex = run.add_argument_group("execution (overrides the file's execution: section)")
-    ex.add_argument("--isolation", choices=["process", "inline"])
-    ex.add_argument("--max-worker-memory", metavar="SIZE", help="e.g. 4GiB")
-    ex.add_argument("--folds-per-worker", type=int, metavar="N")
-    ex.add_argument("--on-oom", choices=["retry_smaller_batch", "skip", "stop"])
-    ex.add_argument("--min-batch-size", type=int, metavar="N")
-    ex.add_argument("--max-retries", type=int, metavar="N")
+    _add_execution_options(run.add_argument_group("execution (overrides the file's execution: section)"))
 
     status = sub.add_parser("status", help="how far a run is")
     status.add_argument("path", help="results folder or experiment file")
@@ -44,12 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    from gridcv.progress import make_reporter
-    from gridcv.runner import RunOptions, run_experiment
+def _add_execution_options(group: argparse._ArgumentGroup) -> None:
+    """One option per ``execution:`` key, generated from the schema: name, choices, type and help."""
+    for name, field in ExecutionSpec.model_fields.items():
+        kind: Any = field.annotation
+        if get_origin(kind) in (Union, types.UnionType):  # X | None: the option takes an X
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        if get_origin(kind) is Annotated:  # PositiveInt and friends
+            kind = get_args(kind)[0]
+        kwargs: dict[str, Any] = {"dest": name, "help": field.description}
+        if get_origin(kind) is Literal:
+            kwargs["choices"] = list(get_args(kind))
+        elif kind is int:
+            kwargs.update(type=int, metavar="N")
+        else:
+            kwargs["metavar"] = "SIZE"  # ByteSize: pydantic parses '4GiB' when the section is validated
+        group.add_argument(f"--{name.replace('_', '-')}", **kwargs)
 
-    keys = ("isolation", "max_worker_memory", "folds_per_worker", "on_oom", "min_batch_size", "max_retries")
-    overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+def _run(args: argparse.Namespace) -> int:
+    from gridcv.run import RunOptions, run_experiment
+    from gridcv.run.progress import make_reporter
+    from gridcv.store import FoldStatus
+
+    overrides = {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
     options = RunOptions(
         output=args.output, restart=args.restart, retry_failed=args.retry_failed, execution=overrides, debug=args.debug
     )
@@ -64,25 +77,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gridcv.status import format_status, read_status
+    from gridcv.run.status import format_status, read_status
 
     print(format_status(read_status(args.path)))
     return 0
 
 
 def _results(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from gridcv.results import load_results, ranked_table
+    from gridcv.results import format_table, load_results, ranked_table
 
     table = load_results(args.path)
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {len(table)} candidates to {args.csv}")
         return 0
-    view = table if args.all_columns else ranked_table(table)
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
-        print(view.to_string(index=False))
+    print(format_table(table if args.all_columns else ranked_table(table)))
     return 0
 
 

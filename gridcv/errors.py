@@ -8,6 +8,9 @@ message and exit code 2, because running on would only repeat it; a
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class GridcvError(Exception):
     """Base class of every error gridcv raises on purpose."""
@@ -77,3 +80,23 @@ class AllFoldsFailed(GridcvError):
     """Every fold of the run failed; the fold table says why."""
 
     exit_code = 1
+
+
+class StoreError(ResultsError):
+    """The results database cannot be read or written (disk full, read-only folder, I/O error)."""
+
+
+def did_you_mean(name: object, choices: Iterable[str], *, aside: bool = False, n: int = 1) -> str:
+    """The "did you mean" part of a message: ``" Did you mean 'x'?"``, or ``""`` when nothing is close.
+
+    Args:
+        name: What the user wrote.
+        choices: What would have been valid.
+        aside: Phrase it as a parenthesis inside a sentence: ``" (did you mean 'x'?)"``.
+        n: Suggest up to this many names (``'a' or 'b'``).
+    """
+    close = difflib.get_close_matches(str(name), list(choices), n=n)
+    if not close:
+        return ""
+    names = " or ".join(repr(c) for c in close)
+    return f" (did you mean {names}?)" if aside else f" Did you mean {names}?"

@@ -4,6 +4,9 @@ Pure functions, no I/O: the caller hands in the labels (and groups) it read.
 The plan is ``ParameterGrid(grid) x splitter.split(...)``, candidate-major,
 in scikit-learn's order (ParameterGrid sorts keys), and every task has an id
 derived from its content, so the same experiment always gives the same ids.
+The samples a fold sets aside within its training split (to monitor, to
+score training) are pure functions of the fold's seed, so a resumed fold
+makes the same choices.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import ParameterGrid
 
-from gridcv.config import ExperimentSpec
+from gridcv.config.schema import ExperimentSpec
 from gridcv.errors import ConfigError
+
+REFIT_FOLD = -1  # the fold index of a refit task (trained on every sample, scored on none)
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,20 @@ class Plan:
         tasks: Fold tasks, candidate-major, in a deterministic order.
         candidates: The distinct parameter combinations, in ``ParameterGrid`` order.
         splits: ``(train_indices, test_indices)`` per fold index.
+        labels: The label of every sample, as the splitter saw them.
+        groups: The group of every sample, or None.
     """
 
     tasks: tuple[FoldTask, ...]
     candidates: tuple[Mapping[str, Any], ...]
     splits: tuple[tuple[np.ndarray, np.ndarray], ...]
+    labels: np.ndarray
+    groups: np.ndarray | None = None
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples."""
+        return len(self.labels)
 
     @property
     def n_splits(self) -> int:
@@ -145,7 +159,7 @@ def make_plan(
                     seed=derive_seed(spec.seed, task_id),
                 )
             )
-    return Plan(tasks=tuple(tasks), candidates=tuple(cands), splits=splits)
+    return Plan(tasks=tuple(tasks), candidates=tuple(cands), splits=splits, labels=np.asarray(y), groups=groups)
 
 
 def _split(
@@ -191,3 +205,49 @@ def _check_class_counts(spec: ExperimentSpec, y: np.ndarray, splitter: Any, sour
 def fold_batch_size(params: Mapping[str, Any], default: int) -> int:
     """The batch size a candidate asks for: its grid value, else the fit default."""
     return int(params.get("batch_size", default))
+
+
+def refit_task(
+    spec: ExperimentSpec, params: Mapping[str, Any], candidate_index: int, epochs: int, generation: int = 1
+) -> FoldTask:
+    """The task of retraining a candidate on every sample for ``epochs`` epochs.
+
+    Its id names the candidate and the epochs, so a refit for other epochs (the
+    folds' early stopping changed them) is a task of its own; ``generation``
+    counts refits of the same candidate whose model was later replaced.
+    """
+    candidate_id = content_id(dict(params))
+    task_id = f"refit-{candidate_id}-e{epochs}" + (f"-{generation}" if generation > 1 else "")
+    return FoldTask(task_id, candidate_id, candidate_index, REFIT_FOLD, dict(params), derive_seed(spec.seed, task_id))
+
+
+def monitoring_split(
+    train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits a fold's training indices into (fit, monitor) parts, stratified when possible.
+
+    Args:
+        train_idx: The fold's training indices.
+        labels: Labels of every sample.
+        fraction: Share of ``train_idx`` held out for monitoring.
+        seed: The fold's seed (the split is a pure function of it).
+
+    Returns:
+        Indices to train on and indices to monitor on, each sorted.
+    """
+    from sklearn.model_selection import train_test_split
+
+    y = labels[train_idx]
+    _, counts = np.unique(y, return_counts=True)
+    n_monitor = max(1, round(fraction * len(train_idx)))
+    stratify = y if counts.min() >= 2 and n_monitor >= len(counts) else None
+    fit, monitor = train_test_split(train_idx, test_size=n_monitor, random_state=seed, stratify=stratify)
+    return np.sort(fit), np.sort(monitor)
+
+
+def train_score_sample(train_idx: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """At most ``cap`` of the training indices, chosen from the fold's seed, sorted."""
+    if len(train_idx) <= cap:
+        return np.asarray(train_idx)
+    rng = np.random.default_rng([seed, 1])
+    return np.sort(rng.choice(train_idx, size=cap, replace=False))

@@ -1,21 +1,27 @@
-"""Results as pandas DataFrames: the only module that builds them.
+"""Results as pandas DataFrames: the only module that imports pandas.
 
 :func:`load_results` lays candidates out exactly like scikit-learn's
-``GridSearchCV.cv_results_`` (same column names, same order, same ranking
-rule), then adds gridcv's own columns. It reads the store read-only, so it
-works while a run is writing: folds not finished yet are NaN.
+``GridSearchCV.cv_results_`` (see :mod:`gridcv.cv_results`), then adds
+gridcv's own columns. Every function reads the store read-only, so it works
+while a run is writing: folds not finished yet are NaN.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
-from gridcv.store import DB_NAME, ResultStore
+from gridcv.cv_results import by_candidate, cv_results, param_names, scorer_keys, train_score
+from gridcv.errors import ResultsError
+from gridcv.store import DB_NAME, FoldRow, ResultStore
+
+BEST_MODEL = "best_model.keras"
+BEST_JSON = "best_model.json"
 
 
 def results_folder(path: str | Path) -> Path:
@@ -28,21 +34,6 @@ def results_folder(path: str | Path) -> Path:
     if p.is_file() and p.name == DB_NAME:
         return p.parent
     return p.resolve()
-
-
-def _scorer_keys(scoring: str | list[str]) -> list[tuple[str, str]]:
-    """(scorer name, column suffix): ``score`` for a single string, as scikit-learn does."""
-    if isinstance(scoring, str):
-        return [(scoring, "score")]
-    return [(name, name) for name in scoring]
-
-
-def _rank(means: np.ndarray) -> np.ndarray:
-    """scikit-learn's ranking: best first, ties share the smallest rank, NaN last."""
-    if np.isnan(means).all():
-        return np.ones(len(means), dtype=np.int32)
-    filled = np.nan_to_num(means, nan=np.nanmin(means) - 1)
-    return rankdata(-filled, method="min").astype(np.int32)
 
 
 def _param_column(values: list[Any]) -> pd.Series:
@@ -77,73 +68,17 @@ def load_results(path: str | Path) -> pd.DataFrame:
     folder = results_folder(path)
     with ResultStore.open(folder, readonly=True) as store:
         rows = store.fold_rows()
-        scoring = store.get_meta("scoring")
+        scoring = store.get_meta("scoring") or "score"
         train = bool(store.get_meta("return_train_score"))
         current = store.get_meta("candidates")
         n_splits = int(store.get_meta("n_splits") or 0)
-    keep = set(current) if current else None
-    by_candidate: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        if keep is None or r["candidate_id"] in keep:
-            by_candidate.setdefault(r["candidate_id"], []).append(r)
-    groups = sorted(by_candidate.values(), key=lambda g: g[0]["candidate_index"])
-    n_splits = max([n_splits, *(r["fold"] + 1 for g in groups for r in g)])
-    results = _cv_results(groups, _scorer_keys(scoring or "score"), n_splits, train)
-    results.attrs["scoring"] = scoring or "score"  # what ranked_table needs, without reopening the store
+    columns = cv_results(by_candidate(rows, current), scoring, n_splits, train)
+    results = pd.DataFrame(
+        {k: _param_column(v) if k.startswith("param_") else v for k, v in columns.items()},
+        index=pd.RangeIndex(len(columns["params"])),
+    )
+    results.attrs["scoring"] = scoring  # what ranked_table needs, without reopening the store
     return results
-
-
-def _cv_results(
-    groups: list[list[dict[str, Any]]], scorers: list[tuple[str, str]], n_splits: int, train: bool = False
-) -> pd.DataFrame:
-    n = len(groups)
-    by_fold = [{r["fold"]: r for r in g} for g in groups]
-
-    def matrix(pick: Any) -> np.ndarray:
-        out = np.full((n, n_splits), np.nan)
-        for i, folds in enumerate(by_fold):
-            for k, r in folds.items():
-                value = pick(r)
-                out[i, k] = np.nan if value is None else value
-        return out
-
-    cols: dict[str, Any] = {}
-    for key in ("fit_time", "score_time"):
-        m = matrix(lambda r, key=key: r[key] if r["status"] in ("done", "failed") else None)
-        cols[f"mean_{key}"] = m.mean(axis=1)
-        cols[f"std_{key}"] = m.std(axis=1)
-    params = [g[0]["params"] for g in groups]
-    for name in sorted({k for p in params for k in p}):
-        cols[f"param_{name}"] = _param_column([p.get(name) for p in params])
-    cols["params"] = params
-    partial = {}
-    for name, suffix in scorers:
-        m = matrix(lambda r, name=name: r["scores"].get(name) if r["status"] == "done" else None)
-        for k in range(n_splits):
-            cols[f"split{k}_test_{suffix}"] = m[:, k]
-        cols[f"mean_test_{suffix}"] = m.mean(axis=1)
-        cols[f"std_test_{suffix}"] = m.std(axis=1)
-        cols[f"rank_test_{suffix}"] = _rank(cols[f"mean_test_{suffix}"])
-        if train:
-            t = matrix(lambda r, name=name: _train_score(r, name) if r["status"] == "done" else None)
-            for k in range(n_splits):
-                cols[f"split{k}_train_{suffix}"] = t[:, k]
-            cols[f"mean_train_{suffix}"] = t.mean(axis=1)
-            cols[f"std_train_{suffix}"] = t.std(axis=1)
-        with np.errstate(all="ignore"):
-            done = ~np.isnan(m)
-            partial[f"partial_mean_test_{suffix}"] = np.where(
-                done.any(axis=1), np.nansum(m, axis=1) / np.maximum(done.sum(axis=1), 1), np.nan
-            )
-    for status in ("done", "failed", "pending", "running"):
-        cols[f"n_folds_{status}"] = [sum(1 for r in g if r["status"] == status) for g in groups]
-    cols.update(partial)
-    return pd.DataFrame(cols)
-
-
-def _train_score(row: dict[str, Any], name: str) -> float | None:
-    value = (row.get("info") or {}).get("train_scores", {}).get(name)
-    return None if value is None else float(value)
 
 
 def load_folds(path: str | Path) -> pd.DataFrame:
@@ -161,56 +96,46 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         ``started_at``, ``finished_at``; then the training details: ``train_<scorer>``
         (with ``return_train_score``), ``precision``, ``best_epoch`` and
         ``stopped_epoch`` (1-based; ``stopped_epoch`` is set when a callback ended
-        training early), ``model_path`` (``model_checkpoint``), and
-        ``best_<metric>`` per Keras metric of the history (``best_val_loss``, ...).
+        training early), ``model_path`` (``model_checkpoint``), ``gpu_peak_memory``,
+        and ``best_<metric>`` per Keras metric of the history (``best_val_loss``, ...).
     """
     folder = results_folder(path)
     with ResultStore.open(folder, readonly=True) as store:
         rows = store.fold_rows()
         scoring = store.get_meta("scoring") or []
         train = bool(store.get_meta("return_train_score"))
-    names = [scoring] if isinstance(scoring, str) else list(scoring)
-    keys = sorted({k for r in rows for k in (r["params"] or {})})
-    metrics = sorted({m for r in rows for m in (r.get("info") or {}).get("history_best", {})})
-    records = []
-    for r in rows:
-        rec: dict[str, Any] = {"task_id": r["task_id"], "candidate_index": r["candidate_index"], "params": r["params"]}
-        rec.update({f"param_{k}": r["params"].get(k) for k in keys})
-        rec.update({k: r[k] for k in ("fold", "status", "attempts")})
-        rec.update({f"test_{n}": r["scores"].get(n, np.nan) for n in names})
-        rec.update({k: r[k] for k in ("fit_time", "score_time", "epochs_run", "batch_size", "accumulation_steps")})
-        b, a = r["batch_size"], r["accumulation_steps"]
-        rec["effective_batch_size"] = b * a if b and a else None
-        rec.update(
-            {
-                k: r[k]
-                for k in (
-                    "seed",
-                    "cause",
-                    "error",
-                    "message",
-                    "peak_rss",
-                    "worker_id",
-                    "worker_folds",
-                    "started_at",
-                    "finished_at",
-                )
-            }
-        )
-        info = r.get("info") or {}
-        if train:
-            rec.update({f"train_{n}": _train_score(r, n) for n in names})
-        rec.update({k: info.get(k) for k in ("precision", "best_epoch", "stopped_epoch", "model_path")})
-        rec["gpu_peak_memory"] = info.get("gpu_peak_memory")
-        rec.update({f"best_{m}": info.get("history_best", {}).get(m, np.nan) for m in metrics})
-        records.append(rec)
-    return pd.DataFrame.from_records(records)
+    names = [name for name, _ in scorer_keys(scoring)]
+    keys = param_names([r.params for r in rows])
+    metrics = sorted({m for r in rows for m in r.info.get("history_best", {})})
+    return pd.DataFrame.from_records([_fold_record(r, names, keys, metrics, train) for r in rows])
+
+
+def _fold_record(r: FoldRow, names: list[str], keys: list[str], metrics: list[str], train: bool) -> dict[str, Any]:
+    rec: dict[str, Any] = {"task_id": r.task_id, "candidate_index": r.candidate_index, "params": r.params}
+    rec.update({f"param_{k}": r.params.get(k) for k in keys})
+    rec.update({"fold": r.fold, "status": r.status.value, "attempts": r.attempts})
+    rec.update({f"test_{n}": r.scores.get(n, np.nan) for n in names})
+    for key in ("fit_time", "score_time", "epochs_run", "batch_size", "accumulation_steps"):
+        rec[key] = getattr(r, key)
+    b, a = r.batch_size, r.accumulation_steps
+    rec["effective_batch_size"] = b * a if b and a else None
+    for key in ("seed", "cause", "error", "message", "peak_rss", "worker_id", "worker_folds", "started_at"):
+        rec[key] = getattr(r, key)
+    rec["finished_at"] = r.finished_at
+    if train:
+        rec.update({f"train_{n}": train_score(r, n) for n in names})
+    rec.update({k: r.info.get(k) for k in ("precision", "best_epoch", "stopped_epoch", "model_path")})
+    rec["gpu_peak_memory"] = r.info.get("gpu_peak_memory")
+    rec.update({f"best_{m}": r.info.get("history_best", {}).get(m, np.nan) for m in metrics})
+    return rec
 
 
 def load_attempts(path: str | Path) -> pd.DataFrame:
     """One row per attempt at a fold: outcome, batch size, memory, worker, times."""
     with ResultStore.open(results_folder(path), readonly=True) as store:
-        return pd.DataFrame.from_records(store.attempt_rows())
+        rows = store.attempt_rows()
+    records = [{**dataclasses.asdict(a), "outcome": None if a.outcome is None else a.outcome.value} for a in rows]
+    return pd.DataFrame.from_records(records)
 
 
 def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -218,7 +143,7 @@ def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
 
     ``results`` comes from :func:`load_results`, which records its scoring in ``attrs``.
     """
-    keys = _scorer_keys(results.attrs["scoring"])
+    keys = scorer_keys(results.attrs["scoring"])
     first = keys[0][1]
     out = pd.DataFrame({"rank": results[f"rank_test_{first}"]})
     for c in [c for c in results.columns if c.startswith("param_")]:
@@ -230,3 +155,39 @@ def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
     out["failed"] = results["n_folds_failed"]
     out["mean_fit_s"] = results["mean_fit_time"].round(1)
     return out.sort_values(["rank", "folds_done"], ascending=[True, False]).reset_index(drop=True)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """A table as the terminal shows it: every row and column, no index."""
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+        return table.to_string(index=False)
+
+
+def load_best_model(path: str | Path, custom_objects: dict[str, Any] | None = None, compile: bool = True) -> Any:
+    """Loads the refit model (``best_model.keras``) of a results folder.
+
+    Imports Keras when called (importing gridcv does not).
+
+    Args:
+        path: The results folder, the experiment file, or the ``.keras`` file itself.
+        custom_objects: Custom layers or functions the model uses, by name.
+        compile: Restore the optimizer and loss too.
+
+    Returns:
+        The ``keras.Model``.
+
+    Raises:
+        ResultsError: There is no refit model at ``path``.
+    """
+    p = Path(path).expanduser()
+    file = p if p.suffix == ".keras" else results_folder(p) / BEST_MODEL
+    if not file.is_file():
+        raise ResultsError(
+            f"{path}: no refit model here (expected {file}). Set 'refit:' in the experiment file "
+            "(a scorer name, or true with one scorer) and run it to completion."
+        )
+    summary = file.with_name(BEST_JSON)
+    precision = json.loads(summary.read_text()).get("refit", {}).get("precision") if summary.is_file() else None
+    from gridcv.training.saving import load_model  # Keras, in the caller's process: only when asked
+
+    return load_model(file, precision, custom_objects, compile)

@@ -46,6 +46,14 @@ def write_arrays(folder: Path, n: int = 60, n_classes: int = 3, shape: tuple[int
     np.save(folder / "data" / "y.npy", y.astype(np.int64))
 
 
+def source_of(section: dict[str, Any], folder: Path, where: str = "experiment file") -> Any:
+    """Opens the data a ``data:`` section (as written in YAML) describes, relative to ``folder``."""
+    from gridcv.config import parse_data
+    from gridcv.data.sources import open_source
+
+    return open_source(parse_data(section), folder, where)
+
+
 def base_config(**overrides: Any) -> dict[str, Any]:
     """A valid experiment dict for the tiny data; keys in ``overrides`` replace its sections."""
     config: dict[str, Any] = {
@@ -171,7 +179,7 @@ class StopOnMarker(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         import os
-        from gridcv.worker import _stop_requested
+        from gridcv.execution.worker import _stop_requested
 
         if os.path.exists(self.marker):
             os.remove(self.marker)
@@ -196,7 +204,7 @@ def uncompiled_experiment(make_experiment: Callable[..., Path]) -> Callable[...,
 @pytest.fixture
 def clear_stop_request() -> Any:
     """The in-process stop flag (an inline stop request leaves it set), cleared before and after."""
-    from gridcv.worker import _stop_requested
+    from gridcv.execution.worker import _stop_requested
 
     _stop_requested.clear()
     yield _stop_requested

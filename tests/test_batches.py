@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gridcv.data.augment import Augmentation
-from gridcv.data.batches import EpochCursor, IndexBatches, fold_batches
-from gridcv.data.sources import open_source
-from tests.conftest import write_arrays, write_image_folder, write_segmentation
+from gridcv.config import AugmentSpec, parse_data
+from gridcv.training.batches import EpochCursor, IndexBatches, fold_batches
+from tests.conftest import source_of, write_arrays, write_image_folder, write_segmentation
 
 FLIPS_AND_MORE = {"horizontal_flip": True, "vertical_flip": True, "rotation": 20, "zoom": 0.1, "brightness": 0.2}
 
@@ -16,13 +15,13 @@ FLIPS_AND_MORE = {"horizontal_flip": True, "vertical_flip": True, "rotation": 20
 @pytest.fixture
 def images(tmp_path):
     write_image_folder(tmp_path / "images", n=30)
-    return open_source({"kind": "images", "root": "images", "color_mode": "grayscale"}, tmp_path)
+    return source_of({"kind": "images", "root": "images", "color_mode": "grayscale"}, tmp_path)
 
 
 @pytest.fixture
 def arrays(tmp_path):
     write_arrays(tmp_path, n=40)
-    return open_source({"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"}, tmp_path)
+    return source_of({"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"}, tmp_path)
 
 
 def batches_of(source, **options):
@@ -53,7 +52,7 @@ def test_py_dataset_feed_follows_the_epoch_cursor(arrays):
 
 
 def test_same_seed_same_augmented_batch(images):
-    aug = Augmentation(**FLIPS_AND_MORE)
+    aug = AugmentSpec(**FLIPS_AND_MORE)
     one, two = batches_of(images, augment=aug), batches_of(images, augment=aug)
     x1, x2 = one.load(2, 1)[0], two.load(2, 1)[0]
     assert np.array_equal(x1, x2)
@@ -63,10 +62,10 @@ def test_same_seed_same_augmented_batch(images):
 
 
 def test_validation_batches_are_never_augmented(images):
-    spec = {"augment": FLIPS_AND_MORE, "balance": "oversample"}
+    spec = parse_data({"kind": "images", "root": "images", "augment": FLIPS_AND_MORE, "balance": "oversample"})
     train_idx, test_idx = np.arange(0, 30, 2), np.arange(1, 30, 2)
     train, val = fold_batches(images, spec, {}, train_idx, test_idx, 4, seed=1, shuffle=True)
-    assert train.augment == Augmentation(**FLIPS_AND_MORE) and train.balance == "oversample"
+    assert train.augment == AugmentSpec(**FLIPS_AND_MORE) and train.balance == "oversample"
     assert val.augment is None and val.balance == "none" and not val.shuffle
     for b in range(len(val)):
         x, y = val.load(b, b)
@@ -75,12 +74,12 @@ def test_validation_batches_are_never_augmented(images):
 
 
 def test_grid_keys_switch_augmentation_and_balance_per_fold(images):
-    spec = {"augment": FLIPS_AND_MORE, "balance": "none"}
+    spec = parse_data({"kind": "images", "root": "images", "augment": FLIPS_AND_MORE, "balance": "none"})
     idx = np.arange(30)
     off, _ = fold_batches(images, spec, {"augment": False, "balance": "class_weight"}, idx, idx, 4, 0, True)
     assert off.augment is None and off.balance == "class_weight"
     own, _ = fold_batches(images, spec, {"augment": {"vertical_flip": True}}, idx, idx, 4, 0, True)
-    assert own.augment == Augmentation(vertical_flip=True)
+    assert own.augment == AugmentSpec(vertical_flip=True)
 
 
 def test_oversampling_tops_every_class_up_to_the_largest_each_epoch(arrays):
@@ -106,14 +105,16 @@ def test_class_weight_batches_carry_balanced_sample_weights(arrays):
 def test_masks_are_transformed_exactly_like_their_images(tmp_path):
     write_segmentation(tmp_path)
     spec = {"kind": "images", "root": "images", "masks": "masks", "n_classes": 3, "color_mode": "grayscale"}
-    source = open_source(spec, tmp_path)
-    flips = IndexBatches(source, np.arange(12), 12, seed=5, augment=Augmentation(True, True))
+    source = source_of(spec, tmp_path)
+    flips = IndexBatches(
+        source, np.arange(12), 12, seed=5, augment=AugmentSpec(horizontal_flip=True, vertical_flip=True)
+    )
     x, masks = flips.load(0, 0)
     raw_masks = source.read(np.arange(12))[1]
     assert not np.array_equal(masks, raw_masks)
     # The images were drawn from their masks: the pairing must survive the transform exactly.
     assert np.array_equal(np.round(x[..., 0] * 255), np.where(masks == 1, 220, np.where(masks == 2, 120, 20)))
-    warped = IndexBatches(source, np.arange(12), 12, seed=5, augment=Augmentation(rotation=30, shift=0.2, zoom=0.2))
+    warped = IndexBatches(source, np.arange(12), 12, seed=5, augment=AugmentSpec(rotation=30, shift=0.2, zoom=0.2))
     x, masks = warped.load(0, 0)
     assert masks.dtype == np.int32 and set(np.unique(masks)) <= {0, 1, 2}
 

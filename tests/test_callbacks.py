@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import gridcv
-from gridcv.checkpoint import list_checkpoints, read_checkpoint
 from gridcv.config import load_experiment
-from gridcv.options import monitoring_split
+from gridcv.plan import monitoring_split
+from gridcv.store.checkpoints import list_checkpoints, read_checkpoint
 
 # min_delta larger than any change in the loss: no epoch after the first counts as an
 # improvement, so when callbacks act does not depend on the numbers training produces.
@@ -85,7 +85,7 @@ def _histories(folder):
     from gridcv.store import ResultStore
 
     with ResultStore.open(folder, readonly=True) as store:
-        return [r["history"] for r in store.fold_rows()]
+        return [r.history for r in store.fold_rows()]
 
 
 def test_model_checkpoint_keeps_each_folds_best_model(uncompiled_experiment):

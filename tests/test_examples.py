@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import gridcv
-from gridcv.jobs import FoldStatus
+from gridcv.store import FoldStatus
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "experiments"

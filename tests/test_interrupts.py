@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import gridcv
-from gridcv.checkpoint import TrainingState, list_checkpoints, newest_usable, save_checkpoint
 from gridcv.store import ResultStore, RunLock
+from gridcv.store.checkpoints import TrainingState, list_checkpoints, newest_usable, save_checkpoint
 
 SLOW = {"fit": {"epochs": 40, "batch_size": 4}, "grid": {"units": [4]}, "execution": {"isolation": "process"}}
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gridcv
-from gridcv.jobs import FoldStatus
+from gridcv.store import FoldStatus
 
 pytestmark = pytest.mark.slow
 

@@ -98,5 +98,5 @@ def test_small_cnn_end_to_end_compiled_from_the_file(make_experiment, tmp_path):
     from gridcv.store import ResultStore
 
     with ResultStore.open(path.parent / "results" / "tiny", readonly=True) as store:
-        rates = [r["history"]["learning_rate"][0] for r in store.fold_rows()]
+        rates = [r.history["learning_rate"][0] for r in store.fold_rows()]
     assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001])  # the grid key overrides compile.learning_rate

@@ -61,20 +61,23 @@ def test_accumulation_from_compile_section(uncompiled_experiment):
 
 def test_oom_retry_doubles_accumulation_on_top_of_the_requested(make_experiment):
     from gridcv.config import load_experiment
-    from gridcv.options import requested_accumulation
-    from gridcv.runner import retry_shape
+    from gridcv.execution.messages import OutcomeKind
+    from gridcv.run.jobs import requested_accumulation
+    from gridcv.run.policy import retry_shape
+    from gridcv.store import AttemptRow
 
     spec = load_experiment(make_experiment(compile={"gradient_accumulation_steps": 2})).spec
     assert requested_accumulation(spec, {}) == 2
     assert requested_accumulation(spec, {"gradient_accumulation_steps": 3}) == 3
-    batch, retry = retry_shape(32, [{"outcome": "oom"}])
+    oom = AttemptRow("t", 1, OutcomeKind.OOM, None, None, 32, 2, None, "w1", 0, 0.0, 1.0)
+    batch, retry = retry_shape(32, [oom])
     assert batch * retry * requested_accumulation(spec, {}) == 32 * 2  # the effective batch is kept
 
 
 def test_accumulation_on_a_loss_scaled_optimizer():
     import keras
 
-    from gridcv.compiling import accumulation_of, set_gradient_accumulation
+    from gridcv.training.compiling import accumulation_of, set_gradient_accumulation
 
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:

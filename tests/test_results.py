@@ -10,10 +10,10 @@ from sklearn.model_selection import GridSearchCV
 
 import gridcv
 from gridcv.config import ExperimentSpec
-from gridcv.jobs import FoldOutcome, FoldStatus, OutcomeKind
+from gridcv.cv_results import rank as _rank
+from gridcv.execution.messages import FoldOutcome, OutcomeKind
 from gridcv.plan import make_plan
-from gridcv.results import _rank
-from gridcv.store import ResultStore
+from gridcv.store import FoldStatus, ResultStore
 
 
 class Guess(ClassifierMixin, BaseEstimator):

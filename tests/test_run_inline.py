@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import gridcv
-from gridcv.jobs import FoldStatus
+from gridcv.store import FoldStatus
 
 
 def test_inline_run_fills_the_results_table(make_experiment):
@@ -34,7 +34,7 @@ def test_second_run_skips_done_folds(make_experiment):
 
 
 def test_an_earlier_inline_interrupt_does_not_stop_the_next_run(make_experiment):
-    from gridcv.worker import request_stop
+    from gridcv.execution.worker import request_stop
 
     request_stop()  # what a Ctrl-C during an earlier inline run (a notebook cell) leaves behind
     path = make_experiment()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gridcv
-from gridcv.jobs import FoldStatus
+from gridcv.store import FoldStatus
 from tests.conftest import SEGMENTATION_BUILDER, write_image_folder, write_segmentation
 
 pytestmark = pytest.mark.slow

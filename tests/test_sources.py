@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gridcv.data.sources import ArraySource, open_source
+from gridcv.data.sources import ArraySource
 from gridcv.errors import DataError
-from tests.conftest import write_arrays, write_image_folder, write_segmentation
+from tests.conftest import source_of, write_arrays, write_image_folder, write_segmentation
 
 W = "exp.yaml"
 
 
 def test_arrays_read_by_pread_equals_the_memory_map(tmp_path):
     write_arrays(tmp_path, n=50, shape=(3, 2))
-    source = open_source({"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"}, tmp_path, W)
+    source = source_of({"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"}, tmp_path, W)
     assert isinstance(source, ArraySource)
     x = np.load(tmp_path / "data" / "x.npy")
     wanted = np.array([7, 3, 4, 5, 49, 0, 7])  # unsorted, a run (3, 4, 5), a repeat
@@ -31,14 +31,14 @@ def test_arrays_are_read_as_float32_by_default_and_float16_on_request(tmp_path):
     np.save(tmp_path / "data" / "x.npy", np.arange(12, dtype=np.float64).reshape(6, 2))
     np.save(tmp_path / "data" / "y.npy", np.arange(6) % 2)
     spec = {"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"}
-    assert open_source(spec, tmp_path, W).read(np.arange(2))[0].dtype == np.float32
-    half = open_source({**spec, "dtype": "float16"}, tmp_path, W).read(np.array([5]))[0]
+    assert source_of(spec, tmp_path, W).read(np.arange(2))[0].dtype == np.float32
+    half = source_of({**spec, "dtype": "float16"}, tmp_path, W).read(np.array([5]))[0]
     assert half.dtype == np.float16 and half.tolist() == [[10.0, 11.0]]
 
 
 def test_image_folder_classes_pixels_and_order(tmp_path):
     images = write_image_folder(tmp_path / "images")
-    source = open_source({"kind": "images", "root": "images", "color_mode": "grayscale"}, tmp_path, W)
+    source = source_of({"kind": "images", "root": "images", "color_mode": "grayscale"}, tmp_path, W)
     assert (source.n_samples, source.input_shape, source.n_classes, source.task) == (30, (8, 8, 1), 3, "classification")
     assert source.labels().tolist() == [0] * 10 + [1] * 10 + [2] * 10
     x, y = source.read(np.array([12, 0, 29]))
@@ -50,7 +50,7 @@ def test_image_folder_classes_pixels_and_order(tmp_path):
 def test_image_folder_class_names_fix_the_order_and_image_size_resizes(tmp_path):
     write_image_folder(tmp_path / "images")
     spec = {"kind": "images", "root": "images", "class_names": ["c", "a", "b"], "image_size": [4, 6]}
-    source = open_source(spec, tmp_path, W)
+    source = source_of(spec, tmp_path, W)
     assert source.input_shape == (4, 6, 3)  # rgb by default
     assert source.files(np.array([0]))[0].endswith("images/c/002.png")
     assert source.read(np.array([0, 10]))[1].tolist() == [0, 1]
@@ -72,7 +72,7 @@ def test_csv_manifest_with_string_labels_groups_and_npy_files(tmp_path):
         "group_column": "patient",
         "class_names": ["well", "sick"],
     }
-    source = open_source(spec, tmp_path, W)
+    source = source_of(spec, tmp_path, W)
     assert source.labels().tolist() == [0, 1] * 4 and source.groups().tolist() == ["p0"] * 4 + ["p1"] * 4
     x, y = source.read(np.array([5, 2]))
     assert x.dtype == np.float32 and x.shape == (2, 2, 3) and x[:, 0, 0].tolist() == [5.0, 2.0]
@@ -83,7 +83,7 @@ def test_csv_manifest_of_images_relative_to_its_folder_with_integer_labels(tmp_p
     write_image_folder(tmp_path / "images", n=6)
     rows = [f"images/{'abc'[i % 3]}/{i:03d}.png,{i % 3}" for i in range(6)]
     (tmp_path / "m.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
-    source = open_source({"kind": "csv", "path": "m.csv", "color_mode": "grayscale"}, tmp_path, W)
+    source = source_of({"kind": "csv", "path": "m.csv", "color_mode": "grayscale"}, tmp_path, W)
     assert source.n_classes == 3 and source.labels().tolist() == [0, 1, 2, 0, 1, 2]
     assert source.read(np.arange(6))[0].shape == (6, 8, 8, 1)
 
@@ -91,7 +91,7 @@ def test_csv_manifest_of_images_relative_to_its_folder_with_integer_labels(tmp_p
 def test_segmentation_masks_pair_with_images_by_name(tmp_path):
     write_segmentation(tmp_path)
     spec = {"kind": "images", "root": "images", "masks": "masks", "n_classes": 3, "color_mode": "grayscale"}
-    source = open_source(spec, tmp_path, W)
+    source = source_of(spec, tmp_path, W)
     assert source.task == "segmentation" and source.labels().tolist() == [0] * 12
     x, masks = source.read(np.array([3]))
     assert masks.dtype == np.int32 and masks.shape == (1, 8, 8)
@@ -107,7 +107,7 @@ def test_a_corrupt_image_is_named_when_read(tmp_path):
     write_image_folder(tmp_path / "images")
     bad = tmp_path / "images" / "a" / "bad.png"
     bad.write_bytes(b"not a png")
-    source = open_source({"kind": "images", "root": "images"}, tmp_path, W)
+    source = source_of({"kind": "images", "root": "images"}, tmp_path, W)
     with pytest.raises(DataError) as err:
         source.read(np.arange(11))
     assert str(err.value) == (
@@ -122,7 +122,7 @@ def test_on_bad_file_skip_leaves_corrupt_files_out_with_a_warning(tmp_path):
     bad.write_bytes(b"\x89PNG truncated")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        source = open_source({"kind": "images", "root": "images", "on_bad_file": "skip"}, tmp_path, W)
+        source = source_of({"kind": "images", "root": "images", "on_bad_file": "skip"}, tmp_path, W)
     assert [str(w.message) for w in caught] == [f"{W}: skipping 1 unreadable file(s) (data.on_bad_file: skip): {bad}"]
     assert source.n_samples == 30 and source.read(np.arange(30))[0].shape == (30, 8, 8, 3)
 
@@ -131,7 +131,7 @@ def test_an_empty_class_folder_is_an_error(tmp_path):
     write_image_folder(tmp_path / "images")
     (tmp_path / "images" / "d").mkdir()
     with pytest.raises(DataError) as err:
-        open_source({"kind": "images", "root": "images"}, tmp_path, W)
+        source_of({"kind": "images", "root": "images"}, tmp_path, W)
     assert str(err.value) == (
         f"{W}: class folder {tmp_path / 'images' / 'd'} (class 'd') holds no images (.bmp, .gif, .jpeg, .jpg, "
         ".png). Add images, or remove the folder."
@@ -142,7 +142,7 @@ def test_mismatched_image_sizes_without_image_size_are_an_error(tmp_path):
     write_image_folder(tmp_path / "images")
     odd = tmp_path / "images" / "b" / "odd.png"
     Image.fromarray(np.zeros((9, 8), np.uint8)).save(odd)
-    source = open_source({"kind": "images", "root": "images", "color_mode": "grayscale"}, tmp_path, W)
+    source = source_of({"kind": "images", "root": "images", "color_mode": "grayscale"}, tmp_path, W)
     with pytest.raises(DataError) as err:
         source.read(np.arange(source.n_samples))
     assert str(err.value) == (
@@ -155,7 +155,7 @@ def test_mismatched_image_sizes_without_image_size_are_an_error(tmp_path):
 def test_a_missing_label_column_is_an_error(tmp_path):
     (tmp_path / "m.csv").write_text("file,class\nx.npy,1\n")
     with pytest.raises(DataError) as err:
-        open_source({"kind": "csv", "path": "m.csv"}, tmp_path, W)
+        source_of({"kind": "csv", "path": "m.csv"}, tmp_path, W)
     assert str(err.value) == (
         f"{W}: key 'data.y_column' is 'label', but {tmp_path / 'm.csv'} has no such column (its columns are "
         "file, class). Fix data.y_column or the CSV header."
@@ -166,7 +166,7 @@ def test_a_missing_mask_is_an_error(tmp_path):
     write_segmentation(tmp_path)
     (tmp_path / "masks" / "s03.png").unlink()
     with pytest.raises(DataError) as err:
-        open_source({"kind": "images", "root": "images", "masks": "masks", "n_classes": 3}, tmp_path, W)
+        source_of({"kind": "images", "root": "images", "masks": "masks", "n_classes": 3}, tmp_path, W)
     assert str(err.value) == (
         f"{W}: image {tmp_path / 'images' / 's03.png'} has no mask in {tmp_path / 'masks'} (expected a file named "
         "s03.png or s03.npy). Add the mask or remove the image."
@@ -176,7 +176,7 @@ def test_a_missing_mask_is_an_error(tmp_path):
 def test_a_file_missing_from_the_manifest_is_an_error(tmp_path):
     (tmp_path / "m.csv").write_text("file,label\ngone.png,0\n")
     with pytest.raises(DataError) as err:
-        open_source({"kind": "csv", "path": "m.csv"}, tmp_path, W)
+        source_of({"kind": "csv", "path": "m.csv"}, tmp_path, W)
     assert str(err.value) == (
         f"{W}: row 2 of {tmp_path / 'm.csv'} names file {tmp_path / 'gone.png'}, which does not exist (paths "
         f"are relative to {tmp_path}). Fix the row or data.root."
@@ -187,7 +187,7 @@ def test_an_unknown_label_is_an_error(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros(2))
     (tmp_path / "m.csv").write_text("file,label\na.npy,cat\n")
     with pytest.raises(DataError) as err:
-        open_source({"kind": "csv", "path": "m.csv", "class_names": ["dog"]}, tmp_path, W)
+        source_of({"kind": "csv", "path": "m.csv", "class_names": ["dog"]}, tmp_path, W)
     assert str(err.value) == (
         f"{W}: row 2 of {tmp_path / 'm.csv'} has label 'cat', which is not in data.class_names (dog). "
         "Add it there or fix the row."

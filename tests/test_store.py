@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from gridcv.errors import FinishedFoldError, ResultsError, ResultsLockedError
-from gridcv.jobs import FoldOutcome, FoldStatus, OutcomeKind
+from gridcv.execution.messages import FoldOutcome, OutcomeKind
 from gridcv.plan import FoldTask
-from gridcv.store import DB_NAME, ResultStore, RunLock
+from gridcv.store import DB_NAME, FoldStatus, ResultStore, RunLock
 
 TASKS = [
     FoldTask(task_id=f"t{c}{f}", candidate_id=f"c{c}", candidate_index=c, fold=f, params={"u": c}, seed=10 * c + f)
@@ -44,11 +44,11 @@ def test_fold_goes_pending_running_done_and_survives_reopening(tmp_path):
         store.record(done("t00", 0.75), FoldStatus.DONE)
     with ResultStore.open(tmp_path, readonly=True) as store:
         counts = store.counts()
-        rows = {r["task_id"]: r for r in store.fold_rows()}
+        rows = {r.task_id: r for r in store.fold_rows()}
     assert counts == {FoldStatus.PENDING: 3, FoldStatus.RUNNING: 0, FoldStatus.DONE: 1, FoldStatus.FAILED: 0}
-    assert rows["t00"]["scores"] == {"accuracy": 0.75}
-    assert rows["t00"]["params"] == {"u": 0}
-    assert rows["t00"]["attempts"] == 1
+    assert rows["t00"].scores == {"accuracy": 0.75}
+    assert rows["t00"].params == {"u": 0}
+    assert rows["t00"].attempts == 1
 
 
 def test_done_folds_cannot_change(tmp_path):
@@ -73,7 +73,7 @@ def test_stale_running_rows_are_taken_back_as_pending(tmp_path):
     with ResultStore.open(tmp_path) as store:  # a new run, the old one died
         assert store.reclaim_stale() == ["t01"]
         assert store.status_of("t01") is FoldStatus.PENDING
-        assert [a["outcome"] for a in store.attempts_of("t01")] == ["abandoned"]
+        assert [a.outcome for a in store.attempts_of("t01")] == ["abandoned"]
         assert store.mark_running("t01", 8, 1) == 2
 
 
@@ -87,7 +87,7 @@ def test_retry_keeps_every_attempt(tmp_path):
         store.mark_running("t10", 4, 2)
         store.record(done("t10"), FoldStatus.DONE)
         attempts = store.attempts_of("t10")
-    assert [(a["attempt"], a["outcome"], a["batch_size"], a["accumulation_steps"]) for a in attempts] == [
+    assert [(a.attempt, a.outcome, a.batch_size, a.accumulation_steps) for a in attempts] == [
         (1, "oom", 8, 1),
         (2, "done", 8, 1),
     ]
@@ -191,5 +191,5 @@ def test_results_written_before_the_info_column_still_read(tmp_path):
     conn.close()
     with ResultStore.open(tmp_path, readonly=True) as store:  # load_results and status open read-only
         rows = store.fold_rows()
-    assert [r["info"] for r in rows] == [{}, {}, {}, {}]
-    assert rows[0]["scores"] == {"accuracy": 0.5}
+    assert [r.info for r in rows] == [{}, {}, {}, {}]
+    assert rows[0].scores == {"accuracy": 0.5}

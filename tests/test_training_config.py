@@ -10,7 +10,7 @@ import yaml
 
 import gridcv
 from gridcv.config import load_experiment
-from gridcv.config_training import CALLBACKS, OPTIMIZERS
+from gridcv.config.training import CALLBACKS, OPTIMIZERS
 from gridcv.errors import BuilderError, ConfigError
 from tests.conftest import base_config
 

@@ -1,31 +1,29 @@
-"""Sources that are one file per sample: image folders and CSV manifests.
+"""A source that is one file per sample (an image or a ``.npy`` array), read a batch at a time.
 
 Only the file list, the labels and the groups are held in memory; a batch
 is decoded (Pillow for images, numpy for ``.npy``) when it is read. Images
 become float arrays in [0, 1] of shape ``(h, w, channels)``; masks become
-integer class maps of shape ``(h, w)``.
+integer class maps of shape ``(h, w)``. :mod:`gridcv.data.listing` finds
+the files.
 """
 
 from __future__ import annotations
 
-import csv
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from gridcv.data.sources import resolve_path
+from gridcv.config.data import CsvData, ImagesData
 from gridcv.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what Keras's image loader accepts
 # Telling Pillow the format skips its probing of every plugin: ~10% of a small PNG's decode.
 _FORMATS = {".bmp": ["BMP"], ".gif": ["GIF"], ".jpeg": ["JPEG"], ".jpg": ["JPEG"], ".png": ["PNG"]}
 SAMPLE_EXTENSIONS = (*IMAGE_EXTENSIONS, ".npy")
-_SKIP_HINT = "Replace or delete the file, or set data.on_bad_file: skip to leave such files out with a warning."
+SKIP_HINT = "Replace or delete the file, or set data.on_bad_file: skip to leave such files out with a warning."
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -122,7 +120,7 @@ class FileSource:
             with Image.open(first) as im:  # reads the header only
                 return (im.size[1], im.size[0], self.decoding.channels)
         except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"{self.what}: {first} cannot be read as an image ({exc}). {_SKIP_HINT}") from None
+            raise DataError(f"{self.what}: {first} cannot be read as an image ({exc}). {SKIP_HINT}") from None
 
     @property
     def n_samples(self) -> int:
@@ -167,7 +165,7 @@ class FileSource:
             try:
                 array = self.decoding.image(path)
             except (OSError, ValueError, SyntaxError) as exc:
-                raise DataError(f"{self.what}: {path} cannot be read as an image ({exc}). {_SKIP_HINT}") from None
+                raise DataError(f"{self.what}: {path} cannot be read as an image ({exc}). {SKIP_HINT}") from None
         else:
             array = self._load_npy(path)
         if array.shape != self._shape:
@@ -182,7 +180,7 @@ class FileSource:
         try:
             mask = self.decoding.mask(Path(file))
         except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"{self.what}: mask {file} cannot be read ({exc}). {_SKIP_HINT}") from None
+            raise DataError(f"{self.what}: mask {file} cannot be read ({exc}). {SKIP_HINT}") from None
         if mask.shape != self._shape[:2]:
             raise DataError(
                 f"{self.what}: mask {file} is {mask.shape[0]}x{mask.shape[1]} but its image is "
@@ -199,208 +197,14 @@ class FileSource:
         try:
             return np.load(path, allow_pickle=False).astype(self.decoding.dtype, copy=False)
         except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"{self.what}: {path} is not a readable .npy file ({exc}). {_SKIP_HINT}") from None
+            raise DataError(f"{self.what}: {path} is not a readable .npy file ({exc}). {SKIP_HINT}") from None
 
 
-# --- finding the files -------------------------------------------------------------------
-
-_readable_cache: dict[tuple[str, int, int], bool] = {}
-
-
-def _readable(path: Path) -> bool:
-    """Whether a sample file decodes; cached by (path, size, mtime) for the life of the process."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _readable_cache:
-        try:
-            if path.suffix.lower() == ".npy":
-                np.load(path, mmap_mode="r", allow_pickle=False)
-            else:
-                with Image.open(path) as im:
-                    im.load()
-            _readable_cache[key] = True
-        except (OSError, ValueError, SyntaxError, EOFError):
-            _readable_cache[key] = False
-    return _readable_cache[key]
-
-
-def _drop_unreadable(spec: dict[str, Any], keep: list[int], files: list[Path], where: str) -> list[int]:
-    if spec.get("on_bad_file", "error") != "skip":
-        return keep
-    good = [i for i in keep if _readable(files[i])]
-    kept = set(good)
-    bad = [str(files[i]) for i in keep if i not in kept]
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        warnings.warn(
-            f"{where}: skipping {len(bad)} unreadable file(s) (data.on_bad_file: skip): {shown}", stacklevel=3
-        )
-    if not good:
-        raise DataError(f"{where}: every file of the data is unreadable; nothing is left to train on.")
-    return good
-
-
-def _decoding(spec: dict[str, Any]) -> Decoding:
-    size = spec.get("image_size")
+def decoding_of(spec: ImagesData | CsvData) -> Decoding:
+    """How the ``data:`` section asks for files to be decoded."""
+    size = spec.image_size
     return Decoding(
         image_size=None if size is None else (int(size[0]), int(size[1])),
-        channels=1 if spec.get("color_mode", "rgb") == "grayscale" else 3,
-        dtype=spec.get("dtype", "float32"),
+        channels=1 if spec.color_mode == "grayscale" else 3,
+        dtype=spec.dtype,
     )
-
-
-def _samples_in(folder: Path, recursive: bool) -> list[Path]:
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in SAMPLE_EXTENSIONS)
-
-
-def _mask_files(images: list[Path], mask_dir: Path, where: str) -> list[Path]:
-    """The mask of each image: the file in ``mask_dir`` with the same name (any image extension or .npy)."""
-    if not mask_dir.is_dir():
-        raise DataError(f"{where}: key 'data.masks' points at {mask_dir}, which is not a folder. Fix the path.")
-    by_stem = {p.stem: p for p in _samples_in(mask_dir, recursive=False)}
-    masks = []
-    for image in images:
-        mask = by_stem.get(image.stem)
-        if mask is None:
-            raise DataError(
-                f"{where}: image {image} has no mask in {mask_dir} (expected a file named {image.stem}.png or "
-                f"{image.stem}.npy). Add the mask or remove the image."
-            )
-        masks.append(mask)
-    return masks
-
-
-def open_image_folder(spec: dict[str, Any], base_dir: Path, where: str) -> FileSource:
-    """``kind: images``: one sub-folder per class, or (with ``masks``) a folder of images.
-
-    Args:
-        spec: The validated ``data:`` section.
-        base_dir: Folder relative paths are taken from.
-        where: The experiment file, for messages.
-
-    Raises:
-        DataError: The folder is missing, a class folder is empty, a mask is missing.
-    """
-    root = resolve_path(spec["root"], base_dir)
-    if not root.is_dir():
-        raise DataError(
-            f"{where}: key 'data.root' points at {root}, which is not a folder. Fix the path (relative to "
-            "the experiment file), or set data.prepare to a function that creates it."
-        )
-    if spec.get("masks"):
-        files = _samples_in(root, recursive=False)
-        if not files:
-            raise DataError(f"{where}: key 'data.root' folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-        keep = _drop_unreadable(spec, list(range(len(files))), files, where)
-        files = [files[i] for i in keep]
-        masks = _mask_files(files, resolve_path(spec["masks"], base_dir), where)
-        return FileSource(files, np.zeros(len(files)), None, masks, spec["n_classes"], _decoding(spec), where)
-    present = sorted(p.name for p in root.iterdir() if p.is_dir())
-    names = spec.get("class_names") or present
-    missing = [n for n in names if n not in present]
-    if not present or missing:
-        raise DataError(
-            f"{where}: key 'data.root' folder {root} must hold one sub-folder per class; "
-            + (
-                f"there is no sub-folder for class(es) {', '.join(missing)} named in data.class_names."
-                if missing
-                else "it has none. Put each class's images in a folder named after the class."
-            )
-        )
-    files, labels = [], []
-    for label, name in enumerate(names):
-        found = _samples_in(root / name, recursive=True)
-        if not found:
-            raise DataError(
-                f"{where}: class folder {root / name} (class '{name}') holds no images "
-                f"({', '.join(IMAGE_EXTENSIONS)}). Add images, or remove the folder"
-                + (" and its name from data.class_names." if spec.get("class_names") else ".")
-            )
-        files += found
-        labels += [label] * len(found)
-    keep = _drop_unreadable(spec, list(range(len(files))), files, where)
-    return FileSource([files[i] for i in keep], np.array(labels)[keep], None, None, len(names), _decoding(spec), where)
-
-
-def open_csv(spec: dict[str, Any], base_dir: Path, where: str) -> FileSource:
-    """``kind: csv``: a manifest with a file column, a label column and optionally groups and masks.
-
-    Args:
-        spec: The validated ``data:`` section.
-        base_dir: Folder relative paths are taken from.
-        where: The experiment file, for messages.
-
-    Raises:
-        DataError: The manifest or a listed file is missing, a column is missing, a label is unknown.
-    """
-    path = resolve_path(spec["path"], base_dir)
-    if not path.is_file():
-        raise DataError(
-            f"{where}: key 'data.path' points at {path}, which does not exist. Fix the path (relative to the "
-            "experiment file), or set data.prepare to a function that creates it."
-        )
-    root = resolve_path(spec["root"], base_dir) if spec.get("root") else path.parent
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
-    segmentation = bool(spec.get("mask_column"))
-    wanted = {
-        "x_column": spec.get("x_column", "file"),
-        "group_column": spec.get("group_column"),
-        "mask_column": spec.get("mask_column"),
-    }
-    if not segmentation:
-        wanted["y_column"] = spec.get("y_column", "label")
-    for key, column in wanted.items():
-        if column and column not in columns:
-            raise DataError(
-                f"{where}: key 'data.{key}' is {column!r}, but {path} has no such column (its columns are "
-                f"{', '.join(columns) or 'none: the file is empty'}). Fix data.{key} or the CSV header."
-            )
-    if not rows:
-        raise DataError(f"{where}: {path} lists no samples (only a header); add one row per sample.")
-    files = [root / row[wanted["x_column"]] for row in rows]
-    masks = [root / row[wanted["mask_column"]] for row in rows] if segmentation else None
-    for i, file in enumerate([*files, *(masks or [])]):
-        if not file.is_file():
-            kind = "mask" if i >= len(files) else "file"
-            raise DataError(
-                f"{where}: row {i % len(files) + 2} of {path} names {kind} {file}, which does not exist "
-                f"(paths are relative to {root}). Fix the row or data.root."
-            )
-    if segmentation:
-        labels, n_classes = np.zeros(len(rows), dtype=np.int64), int(spec["n_classes"])
-    else:
-        labels, n_classes = _encode_labels([row[wanted["y_column"]] for row in rows], spec, path, where)
-    groups = np.array([row[wanted["group_column"]] for row in rows]) if wanted["group_column"] else None
-    keep = _drop_unreadable(spec, list(range(len(files))), files, where)
-    return FileSource(
-        [files[i] for i in keep],
-        labels[keep],
-        None if groups is None else groups[keep],
-        None if masks is None else [masks[i] for i in keep],
-        n_classes,
-        _decoding(spec),
-        where,
-    )
-
-
-def _encode_labels(raw: list[str], spec: dict[str, Any], path: Path, where: str) -> tuple[np.ndarray, int]:
-    """Class names -> ids: the order of data.class_names, else integers as written, else sorted names."""
-    names = spec.get("class_names")
-    if names is None and all(v.strip().lstrip("-").isdigit() for v in raw):
-        ids = np.array([int(v) for v in raw], dtype=np.int64)
-        if ids.min() < 0:
-            raise DataError(f"{where}: {path} has a label {ids.min()}; integer labels must be 0 .. n_classes-1.")
-        return ids, int(ids.max()) + 1
-    names = names or sorted(set(raw))
-    index = {n: i for i, n in enumerate(names)}
-    for row, value in enumerate(raw):
-        if value not in index:
-            raise DataError(
-                f"{where}: row {row + 2} of {path} has label {value!r}, which is not in data.class_names "
-                f"({', '.join(names)}). Add it there or fix the row."
-            )
-    return np.array([index[v] for v in raw], dtype=np.int64), len(names)

@@ -6,15 +6,15 @@ the inputs of any set of indices from disk on demand.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from gridcv.config.data import ArraysData, DataSpec
 from gridcv.errors import DataError
+from gridcv.refs import Ref
 
 
 class Source(Protocol):
@@ -144,26 +144,25 @@ def _load_npy(path: Path, key: str, where: str) -> np.ndarray:
         ) from None
 
 
-def open_source(spec: dict[str, Any], base_dir: Path, where: str = "experiment file") -> Source:
+def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file") -> Source:
     """Opens and checks the data described by an experiment's ``data:`` section.
 
     Only file lists, labels and groups are read into memory; inputs are read
     batch by batch by :meth:`Source.read`.
 
     Args:
-        spec: The validated ``data:`` section, as a dict (``kind`` picks the source).
+        spec: The validated ``data:`` section (its ``kind`` picks the source).
         base_dir: Folder that relative paths are taken from.
         where: The experiment file's name, for error messages.
 
     Raises:
         DataError: A file is missing or unreadable, or inputs and labels disagree.
     """
-    kind = spec.get("kind", "arrays")
-    if kind == "arrays":
+    if isinstance(spec, ArraysData):
         return _open_arrays(spec, base_dir, where)
-    from gridcv.data.files import open_csv, open_image_folder
+    from gridcv.data.listing import open_csv, open_image_folder
 
-    return (open_image_folder if kind == "images" else open_csv)(spec, base_dir, where)
+    return open_image_folder(spec, base_dir, where) if spec.kind == "images" else open_csv(spec, base_dir, where)
 
 
 def resolve_path(p: str, base_dir: Path) -> Path:
@@ -172,82 +171,53 @@ def resolve_path(p: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def _open_arrays(spec: dict[str, Any], base_dir: Path, where: str) -> ArraySource:
+def _open_arrays(spec: ArraysData, base_dir: Path, where: str) -> ArraySource:
     def resolve(p: str) -> Path:
         return resolve_path(p, base_dir)
 
-    x = _load_npy(resolve(spec["x"]), "x", where)
-    y = _load_npy(resolve(spec["y"]), "y", where)
-    groups = _load_npy(resolve(spec["groups"]), "groups", where) if spec.get("groups") else None
+    x = _load_npy(resolve(spec.x), "x", where)
+    y = _load_npy(resolve(spec.y), "y", where)
+    groups = _load_npy(resolve(spec.groups), "groups", where) if spec.groups else None
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
         raise DataError(
             f"{where}: key 'data.x' must be a numeric array of shape (n_samples, ...) but "
-            f"{spec['x']} has dtype {x.dtype} and shape {x.shape}."
+            f"{spec.x} has dtype {x.dtype} and shape {x.shape}."
         )
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(
-            f"{where}: key 'data.y' must be a 1-D array of integer class labels but {spec['y']} "
+            f"{where}: key 'data.y' must be a 1-D array of integer class labels but {spec.y} "
             f"has dtype {y.dtype} and shape {y.shape}. Encode labels as 0 .. n_classes-1."
         )
     if len(x) != len(y):
         raise DataError(
-            f"{where}: keys 'data.x' and 'data.y' disagree: {spec['x']} has {len(x)} samples "
-            f"but {spec['y']} has {len(y)} labels. Both must have one row per sample."
+            f"{where}: keys 'data.x' and 'data.y' disagree: {spec.x} has {len(x)} samples "
+            f"but {spec.y} has {len(y)} labels. Both must have one row per sample."
         )
     if len(y) == 0 or y.min() < 0:
         raise DataError(
             f"{where}: key 'data.y' must hold labels 0 .. n_classes-1 and at least one sample; "
-            f"{spec['y']} has {len(y)} samples" + (f" and a label {y.min()}." if len(y) else ".")
+            f"{spec.y} has {len(y)} samples" + (f" and a label {y.min()}." if len(y) else ".")
         )
     if groups is not None and len(groups) != len(y):
         raise DataError(
             f"{where}: key 'data.groups' has {len(groups)} entries but there are {len(y)} "
             "samples; give one group id per sample."
         )
-    return ArraySource(
-        x, np.array(y), None if groups is None else np.array(groups), spec.get("dtype", "float32"), resolve(spec["x"])
-    )
+    return ArraySource(x, np.array(y), None if groups is None else np.array(groups), spec.dtype, resolve(spec.x))
 
 
-def prepare_data(spec: dict[str, Any], base_dir: Path, where: str = "experiment file") -> bool:
+def prepare_data(spec: DataSpec, base_dir: Path, where: str = "experiment file") -> bool:
     """Calls ``data.prepare`` when a data file is missing; returns whether it ran.
 
     The function (``file.py:function``, relative to the experiment file, or
     ``package.module:function``) gets the experiment folder and must create the
     files the ``data:`` section names.
     """
-    ref = spec.get("prepare")
-    paths = [spec[k] for k in ("x", "y", "groups", "root", "masks", "path") if spec.get(k)]
-    if not ref or all(resolve_path(p, base_dir).exists() for p in paths):
+    if not spec.prepare:
         return False
-    function = import_function(ref, base_dir, "data.prepare", where)
-    function(base_dir)
+    paths = [getattr(spec, k, None) for k in ("x", "y", "groups", "root", "masks", "path")]
+    if all(resolve_path(p, base_dir).exists() for p in paths if p):
+        return False
+    prepare = Ref.parse(spec.prepare, "data.prepare", where).load(base_dir, where, DataError)
+    prepare(base_dir)
     return True
-
-
-def import_function(ref: str, base_dir: Path, key: str, where: str) -> Any:
-    """Imports ``file.py:function`` or ``package.module:function``.
-
-    Raises:
-        DataError: The module or the function cannot be found.
-    """
-    module_name, _, attr = ref.partition(":")
-    try:
-        if module_name.endswith(".py"):
-            path = (base_dir / module_name).resolve()
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} does not exist")
-            name = f"gridcv_user_{path.stem}_{abs(hash(str(path)))}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, FileNotFoundError, AttributeError) as exc:
-        raise DataError(
-            f"{where}: key '{key}' is {ref!r}, which cannot be imported ({exc}). Write it as "
-            "'file.py:function' relative to the experiment file, or 'package.module:function'."
-        ) from None

@@ -20,8 +20,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gridcv.jobs import FoldOutcome, FoldStatus
-from gridcv.plan import FoldTask
+from gridcv.execution.messages import FoldOutcome
+from gridcv.plan import REFIT_FOLD, FoldTask
+from gridcv.store import FoldStatus
 
 
 class Reporter(Protocol):
@@ -97,13 +98,17 @@ class TerminalReporter:
 
     def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
         retry = f" (attempt {attempt}, batch {batch_size})" if attempt > 1 else ""
+        if task.fold == REFIT_FOLD:
+            self._describe(f"refit of candidate {task.candidate_index + 1}{retry}")
+            return
         self._describe(
             f"candidate {task.candidate_index + 1}/{self._n_candidates} fold {task.fold + 1}/{self._n_splits}{retry}"
         )
 
     def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
         params = ", ".join(f"{k}={v}" for k, v in task.params.items())
-        where = f"candidate {task.candidate_index + 1} fold {task.fold + 1} ({params})"
+        what = "refit" if task.fold == REFIT_FOLD else f"fold {task.fold + 1}"
+        where = f"candidate {task.candidate_index + 1} {what} ({params})"
         if status is FoldStatus.DONE:
             scores = " ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
             self.console.print(f"[green]done[/]   {where}: {scores} ({outcome.fit_time or 0:.1f}s)")
@@ -111,7 +116,7 @@ class TerminalReporter:
             self.console.print(f"[red]failed[/] {where}: {outcome.message}")
         else:
             self.console.print(f"[yellow]retry[/]  {where}: {outcome.kind.value}: {outcome.message}")
-        if status.is_finished() and self._bar is not None:
+        if status.is_finished() and task.fold != REFIT_FOLD and self._bar is not None:
             self._progress.advance(self._bar)
 
     def message(self, text: str) -> None:

@@ -1,7 +1,4 @@
-"""The Keras generator: one batch at a time from any :class:`Source`, by index.
-
-Imports Keras, so it is only imported inside a worker (or inline runs).
-"""
+"""The Keras generator: one batch at a time from any :class:`~gridcv.data.sources.Source`, by index."""
 
 from __future__ import annotations
 
@@ -13,20 +10,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from gridcv.data.augment import Augmentation, augment_batch, class_weights, oversampled, resolve_augmentation
+from gridcv.config.data import AugmentSpec, DataSpec, augmentation_of, balance_of
+from gridcv.data.augment import augment_batch
+from gridcv.data.sampling import class_weights, epoch_order, oversampled
 from gridcv.data.sources import Source
-
-
-def epoch_order(indices: np.ndarray, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """The sample order of one epoch: a pure function of (seed, epoch).
-
-    A fold resumed at epoch ``e`` therefore sees exactly the batches it would
-    have seen without the interruption.
-    """
-    if not shuffle:
-        return indices
-    rng = np.random.default_rng([seed, epoch])
-    return indices[rng.permutation(len(indices))]
 
 
 class IndexBatches(keras.utils.PyDataset):
@@ -62,7 +49,7 @@ class IndexBatches(keras.utils.PyDataset):
         shuffle: bool = False,
         seed: int = 0,
         labels: bool = True,
-        augment: Augmentation | None = None,
+        augment: AugmentSpec | None = None,
         balance: str = "none",
         feed: str = "tf_data",
         workers: int = 1,
@@ -169,7 +156,7 @@ class IndexBatches(keras.utils.PyDataset):
 
 def fold_batches(
     source: Source,
-    data_spec: Mapping[str, Any],
+    data: DataSpec,
     params: Mapping[str, Any],
     train_idx: np.ndarray,
     test_idx: np.ndarray,
@@ -177,29 +164,41 @@ def fold_batches(
     seed: int,
     shuffle: bool,
 ) -> tuple[IndexBatches, IndexBatches]:
-    """The training and validation generators of one fold.
+    """The training and validation generators of one fold (see the two functions below)."""
+    train = training_batches(source, data, params, train_idx, batch_size, seed, shuffle)
+    return train, validation_batches(source, data, test_idx, batch_size)
 
-    Training batches are shuffled, balanced and augmented as the ``data:``
-    section and the fold's grid keys (``augment``, ``balance``) say;
-    validation batches are read as they are, in order.
-    """
-    loading = {
-        "feed": data_spec.get("feed", "tf_data"),
-        "workers": int(data_spec.get("workers", 1)),
-        "use_multiprocessing": bool(data_spec.get("use_multiprocessing", False)),
-    }
-    train = IndexBatches(
+
+def training_batches(
+    source: Source,
+    data: DataSpec,
+    params: Mapping[str, Any],
+    indices: np.ndarray,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+) -> IndexBatches:
+    """Batches to train on: shuffled, balanced and augmented as the ``data:`` section and the
+    candidate's grid keys (``augment``, ``balance``) say, each a pure function of (seed, epoch, batch)."""
+    return IndexBatches(
         source,
-        train_idx,
+        indices,
         batch_size,
         shuffle=shuffle,
         seed=seed,
-        augment=resolve_augmentation(data_spec, params),
-        balance=str(params.get("balance", data_spec.get("balance", "none"))),
-        **loading,
+        augment=augmentation_of(data, params),
+        balance=balance_of(data, params),
+        **_loading(data),
     )
-    val = IndexBatches(source, test_idx, batch_size, **loading)
-    return train, val
+
+
+def validation_batches(source: Source, data: DataSpec, indices: np.ndarray, batch_size: int) -> IndexBatches:
+    """Batches of samples as they are, in order: what callbacks monitor and what is scored."""
+    return IndexBatches(source, indices, batch_size, **_loading(data))
+
+
+def _loading(data: DataSpec) -> dict[str, Any]:
+    return {"feed": data.feed, "workers": data.workers, "use_multiprocessing": data.use_multiprocessing}
 
 
 class EpochCursor(keras.callbacks.Callback):

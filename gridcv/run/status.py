@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridcv.checkpoint import latest_epoch
-from gridcv.jobs import FoldStatus
-from gridcv.memory import format_bytes
+from gridcv.execution.memory import format_bytes
 from gridcv.results import results_folder
-from gridcv.store import LockHolder, ResultStore, RunLock
+from gridcv.store import FoldStatus, LockHolder, ResultStore, RunLock
+from gridcv.store.checkpoints import latest_epoch
 
 
 @dataclass(frozen=True)
@@ -52,22 +51,17 @@ def read_status(path: str | Path) -> RunStatus:
         name = store.get_meta("name") or folder.name
     running = []
     for r in rows:
-        if r["status"] == FoldStatus.RUNNING:
+        if r.status is FoldStatus.RUNNING:
             epochs = [
-                e for d in (folder / "checkpoints" / r["task_id"]).glob("b*x*") if (e := latest_epoch(d)) is not None
+                e for d in (folder / "checkpoints" / r.task_id).glob("b*x*") if (e := latest_epoch(d)) is not None
             ]
             running.append(
                 InFlight(
-                    r["task_id"],
-                    r["candidate_index"],
-                    r["fold"],
-                    r["attempts"],
-                    max(epochs) if epochs else None,
-                    r["started_at"],
+                    r.task_id, r.candidate_index, r.fold, r.attempts, max(epochs) if epochs else None, r.started_at
                 )
             )
-    failures = tuple((r["task_id"], r["message"] or "") for r in rows if r["status"] == FoldStatus.FAILED)
-    peaks = [r["peak_rss"] for r in rows if r["peak_rss"]]
+    failures = tuple((r.task_id, r.message or "") for r in rows if r.status is FoldStatus.FAILED)
+    peaks = [r.peak_rss for r in rows if r.peak_rss]
     return RunStatus(
         folder, name, counts, RunLock(folder).holder(), tuple(running), failures, max(peaks) if peaks else None
     )

@@ -1,8 +1,9 @@
 """Values that cross the process boundary between the runner and a worker.
 
-Frozen dataclasses of plain data: a :class:`FoldJob` goes to a worker, a
-:class:`FoldOutcome` comes back, whatever happened (a worker always reports
-back; a worker that cannot, because it died, is reported for by the parent).
+Frozen values of plain data and validated config sections: a
+:class:`FoldJob` goes to a worker, a :class:`FoldOutcome` comes back,
+whatever happened (a worker always reports back; a worker that cannot,
+because it died, is reported for by the parent).
 """
 
 from __future__ import annotations
@@ -14,20 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from gridcv.config.data import DataSpec
+from gridcv.config.training import CallbackSpec, CompileSpec
 from gridcv.plan import FoldTask
-
-
-class FoldStatus(enum.StrEnum):
-    """State of a fold in the results store: pending -> running -> done | failed."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-    def is_finished(self) -> bool:
-        """Whether the fold has reached a final state."""
-        return self in (FoldStatus.DONE, FoldStatus.FAILED)
+from gridcv.refs import Ref
 
 
 class OutcomeKind(enum.StrEnum):
@@ -38,7 +29,12 @@ class OutcomeKind(enum.StrEnum):
     OOM = "oom"  # out of memory: ResourceExhaustedError, MemoryError or the memory guard
     KILLED = "killed"  # the worker died by a signal (the kernel's OOM killer, most likely)
     INTERRUPTED = "interrupted"  # stopped by the user after a checkpoint; to be resumed
-    FATAL = "fatal"  # a user error (bad builder, bad data) that every fold would hit
+    FATAL = "fatal"  # a user error (bad builder, bad data, a full disk) that every fold would hit
+    ABANDONED = "abandoned"  # never reported: the run ended while the attempt was training (set by the store)
+
+    def is_out_of_memory(self) -> bool:
+        """Whether the attempt ran out of memory (a death by SIGKILL counts: the OOM killer's signal)."""
+        return self in (OutcomeKind.OOM, OutcomeKind.KILLED)
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ class DataRef:
     ``where`` names the experiment file in error messages.
     """
 
-    spec: dict[str, Any]
+    spec: DataSpec
     base_dir: Path
     where: str = "experiment file"
 
@@ -60,28 +56,21 @@ class TrainingOptions:
     Attributes:
         compile: The ``compile:`` section (used when the builder returns an
             uncompiled model); grid keys with the same names override it.
-        callbacks: ``fit.callbacks`` entries: ``{"name": ..., **kwargs}``.
+        callbacks: ``fit.callbacks`` entries, validated.
         precision: Keras dtype policy of the fold (``float32``, ``mixed_float16``, ...).
         accumulation_explicit: Whether the grid or ``compile:`` set
             ``gradient_accumulation_steps`` (then the job's value replaces the
             builder's own; otherwise it multiplies it).
-        validate: Pass validation data to ``fit`` (callbacks monitor it).
-        validation_split_from_train: Monitor on this fraction of the training
-            split instead of the fold's validation split.
-        return_train_score: Also score a sample of the training split.
-        train_score_max_samples: Size cap of that sample.
+        train_score_idx: Training samples to score (``return_train_score``); None not to.
         results_dir: The results folder (fold models and TensorBoard logs go there).
         save_model_to: Save the trained model here (refit); None for folds.
     """
 
-    compile: dict[str, Any] = field(default_factory=dict)
-    callbacks: tuple[dict[str, Any], ...] = ()
+    compile: CompileSpec = field(default_factory=CompileSpec)
+    callbacks: tuple[CallbackSpec, ...] = ()
     precision: str = "float32"
     accumulation_explicit: bool = False
-    validate: bool = False
-    validation_split_from_train: float | None = None
-    return_train_score: bool = False
-    train_score_max_samples: int = 1000
+    train_score_idx: np.ndarray | None = None
     results_dir: Path | None = None
     save_model_to: Path | None = None
 
@@ -92,10 +81,12 @@ class FoldJob:
 
     Attributes:
         task: The fold task from the plan.
-        train_idx: Indices of the training samples.
-        test_idx: Indices of the validation samples.
+        fit_idx: Indices of the samples ``fit`` trains on.
+        monitor_idx: Indices of the samples callbacks monitor (``validation_data``);
+            empty when nothing is monitored.
+        test_idx: Indices of the samples the fold is scored on (empty for the refit).
         data: Where the data lives.
-        model_ref: The builder, ``file.py:function`` or ``package.module:function``.
+        model: The builder's reference.
         base_dir: Folder of the experiment file (for relative builder paths).
         params: The full parameter combination handed to the builder (fit defaults
             overridden by grid keys).
@@ -112,10 +103,11 @@ class FoldJob:
     """
 
     task: FoldTask
-    train_idx: np.ndarray
+    fit_idx: np.ndarray
+    monitor_idx: np.ndarray
     test_idx: np.ndarray
     data: DataRef
-    model_ref: str
+    model: Ref
     base_dir: Path
     params: dict[str, Any]
     epochs: int

@@ -1,17 +1,56 @@
 """Scoring a fold with scikit-learn's scorers, from the model's predicted probabilities.
 
 The scorers want an estimator; :class:`PredictedProbabilities` is one whose
-answers were computed beforehand (one ``predict`` pass over the validation
-generator), so every scorer reuses the same predictions.
+answers were computed beforehand (one ``predict`` pass over the samples,
+read batch by batch), so every scorer reuses the same predictions.
+Segmentation is scored from a per-pixel confusion matrix accumulated batch by
+batch, so memory stays at one batch whatever the fold's size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import get_scorer
+
+from gridcv.data.sources import Source
+from gridcv.training.batches import IndexBatches
+
+
+def score_samples(
+    model: keras.Model, source: Source, indices: np.ndarray, scorers: Sequence[str], batch_size: int
+) -> dict[str, float]:
+    """Scores the model on the samples at ``indices`` with each named scorer.
+
+    Args:
+        model: The trained model.
+        source: Where the samples are read from.
+        indices: The samples to score (a validation fold, or a sample of a training split).
+        scorers: scikit-learn scorer names, or segmentation scorers for per-pixel masks.
+        batch_size: Samples per ``predict`` batch.
+
+    Returns:
+        Scorer name -> score.
+    """
+    if source.task == "segmentation":
+        confusion = pixel_confusion(model, IndexBatches(source, indices, batch_size), source.n_classes)
+        return segmentation_scores(scorers, confusion)
+    batches = IndexBatches(source, indices, batch_size, labels=False)
+    probabilities = as_class_probabilities(model.predict(batches.feed(), verbose=0), source.n_classes)
+    return score_fold(scorers, source.labels()[indices], probabilities, source.n_classes)
+
+
+def pixel_confusion(model: keras.Model, batches: IndexBatches, n_classes: int) -> np.ndarray:
+    """Accumulates a per-pixel confusion matrix batch by batch (O(batch) memory)."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for index in range(len(batches)):
+        x, masks = batches.load(0, index)[:2]
+        predicted = np.asarray(model.predict_on_batch(x)).argmax(axis=-1)
+        confusion += confusion_matrix(masks, predicted, n_classes)
+    return confusion
 
 
 class PredictedProbabilities(ClassifierMixin, BaseEstimator):

@@ -1,4 +1,8 @@
-"""Code that runs inside a worker process (and, for ``isolation: inline``, in-process).
+"""The worker's side of the pipe: the entry point of a worker process.
+
+Runs in the worker (and, for ``isolation: inline``, in-process). This is the
+one place outside :mod:`gridcv.training` that reaches training code, and it
+does so inside functions: importing this module imports no Keras.
 
 A worker imports TensorFlow once, then runs fold after fold sent by the
 parent through a pipe, and always answers with a :class:`FoldOutcome`:
@@ -22,7 +26,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gridcv.errors import BuilderError, DataError
-from gridcv.jobs import FoldJob, FoldOutcome, OutcomeKind
+from gridcv.execution.messages import FoldJob, FoldOutcome, OutcomeKind
+from gridcv.store.failures import explain, os_problem
 
 STOP_SIGNAL = signal.SIGUSR1
 _stop_requested = threading.Event()
@@ -48,9 +53,20 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return any(cls.__name__ in {"MemoryError", "ResourceExhaustedError"} for cls in type(exc).__mro__)
 
 
+def disk_problem(exc: BaseException, job: FoldJob) -> str | None:
+    """The message for a full, read-only or failing disk (every fold would hit it), or None."""
+    problem = os_problem(exc)
+    if problem is None:
+        return None
+    assert isinstance(exc, OSError)
+    folder = job.training.results_dir or job.checkpoint_dir
+    detail = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return explain(problem, folder, f"fold {job.task.task_id} saved its checkpoint or model", detail)
+
+
 def attempt_fold(job: FoldJob, worker_id: str, worker_folds: int) -> FoldOutcome:
     """Runs one fold and turns whatever happens into an outcome; never raises."""
-    from gridcv import train
+    from gridcv.training.fold import run_fold
 
     failed = FoldOutcome(
         task_id=job.task.task_id,
@@ -61,12 +77,15 @@ def attempt_fold(job: FoldJob, worker_id: str, worker_folds: int) -> FoldOutcome
         worker_folds=worker_folds,
     )
     try:
-        return train.run_fold(job, worker_id, worker_folds, should_stop=stop_requested)
+        return run_fold(job, worker_id, worker_folds, should_stop=stop_requested)
     except (BuilderError, DataError) as exc:
         return replace(failed, kind=OutcomeKind.FATAL, message=str(exc), error=traceback.format_exc())
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not stop_requested():
             raise
+        disk = disk_problem(exc, job)
+        if disk is not None:
+            return replace(failed, kind=OutcomeKind.FATAL, message=disk, error=traceback.format_exc())
         kind = OutcomeKind.OOM if is_out_of_memory(exc) else OutcomeKind.ERROR
         message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
         return replace(failed, kind=kind, message=message, error=traceback.format_exc())
@@ -123,10 +142,11 @@ def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(STOP_SIGNAL, lambda *_: request_stop())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from gridcv import train
+    from gridcv.training.building import check_builder
+    from gridcv.training.devices import configure_device, enable_determinism
 
-    train.configure_device()
-    train.enable_determinism(deterministic)
+    configure_device()
+    enable_determinism(deterministic)
     conn.send(("ready", os.getpid()))
     folds = 0
     while True:
@@ -143,7 +163,7 @@ def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic
             continue
         if kind == "check":
             try:
-                train.check_builder(payload)
+                check_builder(payload)
                 reply = ("checked", None)
             except (BuilderError, DataError) as exc:
                 reply = ("fatal", (type(exc).__name__, str(exc), traceback.format_exc()))

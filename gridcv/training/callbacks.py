@@ -1,4 +1,4 @@
-"""Callbacks named in the experiment file, and their state across a resume. Imports Keras.
+"""Callbacks named in the experiment file, and their state across a resume.
 
 A resumed fold must continue as if it had never stopped, so the state of
 stateful callbacks is saved in each epoch checkpoint: :func:`states_of` takes
@@ -9,7 +9,6 @@ part by defining ``get_state() -> dict`` and ``set_state(dict)``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,22 +16,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from gridcv.checkpoint import fsync_dir
-from gridcv.data.sources import import_function
-from gridcv.errors import BuilderError, DataError
-from gridcv.jobs import FoldJob
-from gridcv.options import minimizes
-
-
-def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """Saves a ``.keras`` file so that a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+from gridcv.config.training import CallbackSpec
+from gridcv.errors import BuilderError
+from gridcv.execution.messages import FoldJob
+from gridcv.refs import Ref
+from gridcv.training.history import minimizes
+from gridcv.training.saving import save_model_atomic
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -78,12 +67,11 @@ def make_callbacks(job: FoldJob, monitored: bool) -> list[keras.callbacks.Callba
     Raises:
         BuilderError: A callback of the user's cannot be imported or is not a Keras callback.
     """
-    opts = job.training
-    results = opts.results_dir
+    results = job.training.results_dir
     out: list[keras.callbacks.Callback] = []
-    for spec in opts.callbacks:
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        name = spec["name"]
+    for index, spec in enumerate(job.training.callbacks):
+        kwargs = spec.kwargs()
+        name = spec.name
         if not monitored and name in {"early_stopping", "reduce_lr_on_plateau", "model_checkpoint"}:
             if str(kwargs.get("monitor", "val_loss")).startswith("val_"):
                 continue
@@ -100,7 +88,7 @@ def make_callbacks(job: FoldJob, monitored: bool) -> list[keras.callbacks.Callba
             folder = (results or job.checkpoint_dir) / "tensorboard" / job.task.task_id
             out.append(keras.callbacks.TensorBoard(log_dir=str(folder), **kwargs))
         else:
-            out.append(_user_callback(name, kwargs, job))
+            out.append(_user_callback(spec, index, job))
     return out
 
 
@@ -115,16 +103,14 @@ def _require_tensorboard(job: FoldJob) -> None:
         )
 
 
-def _user_callback(ref: str, kwargs: dict[str, Any], job: FoldJob) -> keras.callbacks.Callback:
+def _user_callback(spec: CallbackSpec, index: int, job: FoldJob) -> keras.callbacks.Callback:
     where = job.data.where
-    try:
-        cls = import_function(ref, job.base_dir, "fit.callbacks", where)
-    except DataError as exc:
-        raise BuilderError(str(exc)) from None
-    callback = cls(**kwargs)
+    ref = Ref.parse(spec.name, f"fit.callbacks[{index}].name", where, role="callback", what="ClassName")
+    cls = ref.load(job.base_dir, where, BuilderError)
+    callback = cls(**spec.kwargs())
     if not isinstance(callback, keras.callbacks.Callback):
         raise BuilderError(
-            f"{where}: key 'fit.callbacks' names {ref}, which made a {type(callback).__name__}, not a "
+            f"{where}: key 'fit.callbacks' names {spec.name}, which made a {type(callback).__name__}, not a "
             "keras.callbacks.Callback. Subclass keras.callbacks.Callback."
         )
     return callback

@@ -1,14 +1,15 @@
 """The ``data:`` section of the experiment file: one schema per ``kind``.
 
-Part of the experiment file's schema (see :mod:`gridcv.config`, which
-validates and explains it); kept here, next to the sources it describes.
+The validated section is what crosses to the worker (pydantic models are
+frozen and pickle), so readers take every value and default from here.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter
 
 
 class _Section(BaseModel):
@@ -29,6 +30,16 @@ class AugmentSpec(_Section):
     zoom: float = Field(default=0.0, ge=0, lt=1, description="scale drawn from [1 - zoom, 1 + zoom]")
     brightness: float = Field(default=0.0, ge=0, le=1, description="added value from [-b, b]")
     contrast: float = Field(default=0.0, ge=0, lt=1, description="factor from [1 - c, 1 + c] about the mean")
+
+    @property
+    def geometric(self) -> bool:
+        """Whether pixels move (so masks must move with them)."""
+        return bool(self.rotation or self.shift or self.zoom)
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether it changes nothing."""
+        return self == AugmentSpec()
 
 
 class DataSection(_Section):
@@ -85,10 +96,35 @@ class CsvData(_FileData):
     mask_column: str | None = None
 
 
-DataSpec = Annotated[ArraysData | ImagesData | CsvData, Field(discriminator="kind")]
+DataSpec = ArraysData | ImagesData | CsvData
+_DATA = TypeAdapter(Annotated[DataSpec, Field(discriminator="kind")])
 SEGMENTATION_SCORERS = ("mean_iou", "pixel_accuracy")
 
 
-def is_segmentation(data: ArraysData | ImagesData | CsvData) -> bool:
+def parse_data(section: Mapping[str, Any]) -> DataSpec:
+    """Validates a ``data:`` section on its own (the experiment file validates it as part of the whole)."""
+    return _DATA.validate_python(dict(section))
+
+
+def is_segmentation(data: DataSpec) -> bool:
     """Whether the data pairs images with per-pixel masks instead of class labels."""
     return bool(getattr(data, "masks", None) or getattr(data, "mask_column", None))
+
+
+def augmentation_of(data: DataSpec, params: Mapping[str, Any]) -> AugmentSpec | None:
+    """The augmentation of one candidate: grid key ``augment`` overrides ``data.augment``.
+
+    ``augment: false`` turns it off, ``true`` uses ``data.augment`` as declared,
+    a mapping replaces it, so "augmentation on/off" can be a grid dimension.
+    None when nothing would change.
+    """
+    choice = params.get("augment", True)
+    if choice is False:
+        return None
+    chosen = AugmentSpec.model_validate(choice) if isinstance(choice, Mapping) else data.augment
+    return None if chosen is None or chosen.is_identity else chosen
+
+
+def balance_of(data: DataSpec, params: Mapping[str, Any]) -> str:
+    """The class balancing of one candidate: grid key ``balance`` overrides ``data.balance``."""
+    return str(params.get("balance", data.balance))

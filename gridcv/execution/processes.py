@@ -1,4 +1,4 @@
-"""Executors: where folds run. The only module that manages processes.
+"""Worker processes: the only module that starts and stops them.
 
 :class:`ProcessExecutor` runs folds in one spawned worker at a time and
 replaces it when it dies, after ``folds_per_worker`` folds, or when its
@@ -10,8 +10,6 @@ the signal that killed it, a way to ask it to stop after its next
 checkpoint, and replacement decided by memory rather than by count only.
 With one model at a time there is no pool to manage, so the plumbing stays
 small: a pipe, a process, and a loop that polls both.
-
-:class:`InlineExecutor` runs folds in this process, for debugging and notebooks.
 """
 
 from __future__ import annotations
@@ -20,98 +18,26 @@ import multiprocessing
 import os
 import signal
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from gridcv.config.schema import ExecutionSpec
 from gridcv.errors import BuilderError, DataError, UserError, WorkerStartError
-from gridcv.jobs import FoldJob, FoldOutcome, OutcomeKind
-from gridcv.memory import format_bytes, rss_of
-from gridcv.worker import STOP_SIGNAL, attempt_fold, clear_stop_request, request_stop
+from gridcv.execution.memory import format_bytes, rss_of
+from gridcv.execution.messages import FoldJob, FoldOutcome, OutcomeKind
+from gridcv.execution.worker import STOP_SIGNAL
 
 _FATAL_TYPES: dict[str, type[UserError]] = {"BuilderError": BuilderError, "DataError": DataError}
 POLL_SECONDS = 0.2
-
-
-@dataclass(frozen=True)
-class ExecutionSettings:
-    """How folds are executed (the ``execution:`` section plus CLI overrides).
-
-    No defaults here: they live in the experiment file's schema (``config.ExecutionSpec``).
-    """
-
-    isolation: str
-    max_worker_memory: int | None
-    folds_per_worker: int | None
-    deterministic: bool
-    log_dir: Path | None = None  # None: workers write to the terminal (--debug)
-
-
-class Executor(Protocol):
-    """Runs fold jobs one at a time and always returns an outcome."""
-
-    def check(self, job: FoldJob) -> None:
-        """Builds the job's model once; raises the user error if the builder is broken."""
-        ...
-
-    def run(self, job: FoldJob) -> FoldOutcome:
-        """Runs one fold to an outcome."""
-        ...
-
-    def request_stop(self) -> None:
-        """Asks the fold in flight to stop after its next checkpoint."""
-        ...
-
-    def close(self) -> None:
-        """Stops the workers."""
-        ...
-
-    def set_log_dir(self, folder: Path) -> None:
-        """Where workers write their logs from now on."""
-        ...
-
-
-def make_executor(settings: ExecutionSettings) -> Executor:
-    """The executor for ``settings.isolation``."""
-    if settings.isolation == "inline":
-        return InlineExecutor(settings)
-    return ProcessExecutor(settings)
-
-
-class InlineExecutor:
-    """Runs folds in the calling process (``isolation: inline``): no memory isolation."""
-
-    def __init__(self, settings: ExecutionSettings) -> None:
-        from gridcv import train
-
-        self._train = train
-        train.enable_determinism(settings.deterministic)
-        self._folds = 0
-        clear_stop_request()  # a Ctrl-C of an earlier inline run must not stop this one
-
-    def check(self, job: FoldJob) -> None:
-        self._train.check_builder(job)
-
-    def run(self, job: FoldJob) -> FoldOutcome:
-        self._folds += 1
-        return attempt_fold(job, "inline", self._folds)
-
-    def request_stop(self) -> None:
-        request_stop()
-
-    def close(self) -> None:
-        pass
-
-    def set_log_dir(self, folder: Path) -> None:
-        pass
 
 
 class _Worker:
     """One live worker process and the pipe to it."""
 
     def __init__(self, worker_id: str, deterministic: bool, log_path: Path | None) -> None:
-        from gridcv.worker import worker_main
+        from gridcv.execution.worker import worker_main
 
         ctx = multiprocessing.get_context("spawn")  # fork would copy TF state and threads
         self.id = worker_id
@@ -182,15 +108,17 @@ class _Worker:
 class ProcessExecutor:
     """Runs folds in a spawned worker process that it replaces as needed."""
 
-    def __init__(self, settings: ExecutionSettings) -> None:
-        self.settings = settings
+    def __init__(self, execution: ExecutionSpec, deterministic: bool, log_dir: Path | None) -> None:
+        self.execution = execution
+        self.deterministic = deterministic
+        self.max_worker_memory = int(execution.max_worker_memory) if execution.max_worker_memory else None
         self._worker: _Worker | None = None
         self._standby: _Worker | None = None  # warmed up while the current worker runs its last fold
         self._started = 0
         # Until the results folder exists (it is not created before the builder is
         # checked), logs go to a temporary folder.
-        self._log_dir = settings.log_dir
-        if settings.log_dir is not None and not settings.log_dir.is_dir():
+        self._log_dir = log_dir
+        if log_dir is not None and not log_dir.is_dir():
             self._log_dir = Path(tempfile.mkdtemp(prefix="gridcv-logs-"))
 
     def _log_path(self, worker_id: str) -> Path | None:
@@ -209,7 +137,7 @@ class ProcessExecutor:
     def _spawn(self) -> _Worker:
         self._started += 1
         worker_id = f"w{self._started}"
-        return _Worker(worker_id, self.settings.deterministic, self._log_path(worker_id))
+        return _Worker(worker_id, self.deterministic, self._log_path(worker_id))
 
     def _ensure_worker(self) -> _Worker:
         if self._worker is None or not self._worker.alive():
@@ -235,13 +163,13 @@ class ProcessExecutor:
     def run(self, job: FoldJob) -> FoldOutcome:
         worker = self._ensure_worker()
         worker.folds += 1
-        if worker.folds == self.settings.folds_per_worker and self._standby is None:
+        if worker.folds == self.execution.folds_per_worker and self._standby is None:
             # This is the worker's last fold: its successor imports TensorFlow meanwhile
             # (seconds of start-up that would otherwise be spent waiting).
             self._standby = self._spawn()
         worker.conn.send(("fold", job))
         peak = 0
-        limit = self.settings.max_worker_memory
+        limit = self.max_worker_memory
         while True:
             if worker.conn.poll(POLL_SECONDS):
                 try:
@@ -275,9 +203,9 @@ class ProcessExecutor:
         peak = max(outcome.peak_rss or 0, sampled_peak) or None
         outcome = replace(outcome, peak_rss=peak)
         rss = worker.rss() or 0
-        limit = self.settings.max_worker_memory
+        limit = self.max_worker_memory
         too_big = limit is not None and rss > limit
-        too_old = self.settings.folds_per_worker is not None and worker.folds >= self.settings.folds_per_worker
+        too_old = self.execution.folds_per_worker is not None and worker.folds >= self.execution.folds_per_worker
         if too_big or too_old:
             worker.stop()
             self._worker = None

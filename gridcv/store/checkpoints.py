@@ -1,7 +1,9 @@
 """Epoch checkpoint files of a fold: format, atomic writes, validation. No Keras here.
 
-One ``.npz`` file per completed epoch holds every training variable's value
-(the Keras side, in ``gridcv.train``, decides which), the epoch number, the
+Written by workers (:mod:`gridcv.training.checkpointing` decides what goes in),
+read by workers when a fold resumes and by ``gridcv status`` for the epoch a
+fold in flight reached. One ``.npz`` file per completed epoch holds every
+training variable's value, the epoch number, the
 history and fit time so far, the state of stateful callbacks (JSON, plus
 named arrays such as EarlyStopping's best weights), and a checksum over
 every array. It is written to a temporary
@@ -21,7 +23,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from gridcv.faults import crash_point
+from gridcv.atomic import CrashPoints, write_atomic
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^epoch-(\d{5})\.npz$")
 KEEP = 2  # the newest checkpoint and the one before it
+# Fault points of a checkpoint's write (see gridcv.faults), for crash tests.
+CRASH_POINTS = CrashPoints(mid_write="checkpoint-write", before_rename="checkpoint-rename")
 
 
 @dataclass
@@ -55,30 +58,6 @@ class TrainingState:
     fit_time: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes a file so that a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data[: len(data) // 2])
-        f.flush()
-        crash_point("checkpoint-write")
-        f.write(data[len(data) // 2 :])
-        f.flush()
-        os.fsync(f.fileno())
-    crash_point("checkpoint-rename")
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Makes a rename in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checksum(arrays: Sequence[np.ndarray]) -> str:
@@ -115,7 +94,7 @@ def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndar
     members.update({f"a{i:05d}": a for i, a in enumerate(extra_arrays)})
     np.savez(buffer, meta=np.array(json.dumps(meta)), **members)
     path = folder / f"epoch-{state.epoch:05d}.npz"
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), CRASH_POINTS)
     for old in list_checkpoints(folder)[KEEP:]:
         old.unlink(missing_ok=True)
     return path

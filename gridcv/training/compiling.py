@@ -1,4 +1,4 @@
-"""Compiling models from the experiment file, and gradient accumulation. Imports Keras.
+"""Compiling models from the experiment file, and gradient accumulation.
 
 A builder may return an uncompiled model; gridcv then compiles it from the
 ``compile:`` section, with grid keys of the same names taking precedence.
@@ -8,15 +8,14 @@ check before the first fold turns a bad name into a :class:`BuilderError`.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
 import keras
 
-from gridcv.config_training import COMPILE_KEYS, OPTIMIZERS
-from gridcv.errors import BuilderError
-from gridcv.jobs import FoldJob
+from gridcv.config.training import COMPILE_KEYS, OPTIMIZERS
+from gridcv.errors import BuilderError, did_you_mean
+from gridcv.execution.messages import FoldJob
 
 # Metric names that compile() resolves from the loss rather than through keras.metrics.get.
 _COMPILE_METRIC_ALIASES = {"accuracy", "acc", "crossentropy", "ce"}
@@ -55,17 +54,16 @@ def compile_from_spec(model: keras.Model, job: FoldJob) -> None:
         BuilderError: An optimizer argument, loss or metric name is unknown.
     """
     where = job.data.where
-    spec = dict(job.training.compile)
-    chosen = {k: job.params.get(k, spec.pop(k)) for k in COMPILE_KEYS}
+    section = job.training.compile
+    spec = section.optimizer_kwargs()
+    chosen = {k: job.params.get(k, getattr(section, k)) for k in COMPILE_KEYS}
     cls = optimizer_class(str(chosen["optimizer"]))
     accepted = optimizer_arguments(cls)
     for key in spec:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise BuilderError(
-                f"{where}: unknown key 'compile.{key}'{hint}; {cls.__name__} takes "
-                f"{', '.join(accepted)}, and 'compile' also takes {', '.join(COMPILE_KEYS)}."
+                f"{where}: unknown key 'compile.{key}'{did_you_mean(key, accepted, aside=True)}; {cls.__name__} "
+                f"takes {', '.join(accepted)}, and 'compile' also takes {', '.join(COMPILE_KEYS)}."
             )
     kwargs = {k: _number(v) for k, v in spec.items()}
     kwargs.update({k: _number(v) for k, v in job.params.items() if k in accepted})
@@ -77,34 +75,36 @@ def compile_from_spec(model: keras.Model, job: FoldJob) -> None:
 
 
 def _checked_loss(name: str, where: str) -> str:
-    try:
-        keras.losses.get(name)
-    except ValueError:
-        known = sorted(n for n in dir(keras.losses) if n.islower() and not n.startswith("_"))
-        raise BuilderError(
-            f"{where}: key 'compile.loss' is {name!r}, which is not a Keras loss.{_did_you_mean(name, known)} "
-            "Use a name from keras.losses, e.g. sparse_categorical_crossentropy for integer labels."
-        ) from None
-    return name
+    return _checked(
+        name,
+        keras.losses,
+        "compile.loss",
+        "is",
+        "loss",
+        "e.g. sparse_categorical_crossentropy for integer labels",
+        where,
+    )
 
 
 def _checked_metric(name: str, where: str) -> str:
     if name in _COMPILE_METRIC_ALIASES:
         return name
+    return _checked(name, keras.metrics, "compile.metrics", "names", "metric", "e.g. accuracy", where)
+
+
+def _checked(name: str, module: Any, key: str, verb: str, what: str, example: str, where: str) -> str:
+    """``name`` if ``module.get`` (keras.losses, keras.metrics) knows it, else a BuilderError with the fix."""
     try:
-        keras.metrics.get(name)
+        module.get(name)
     except ValueError:
-        known = sorted(n for n in dir(keras.metrics) if n.islower() and not n.startswith("_"))
+        known = sorted(n for n in dir(module) if n.islower() and not n.startswith("_"))
+        if what == "metric":
+            known = ["accuracy", *known]
         raise BuilderError(
-            f"{where}: key 'compile.metrics' names {name!r}, which is not a Keras metric."
-            f"{_did_you_mean(name, ['accuracy', *known])} Use names from keras.metrics, e.g. accuracy."
+            f"{where}: key '{key}' {verb} {name!r}, which is not a Keras {what}.{did_you_mean(name, known)} "
+            f"Use a name from {module.__name__.removesuffix('.api')}, {example}."
         ) from None
     return name
-
-
-def _did_you_mean(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def accumulation_of(model: keras.Model) -> int:

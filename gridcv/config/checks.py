@@ -1,0 +1,257 @@
+"""Checks of the experiment file that its schema cannot express.
+
+Each raises a :class:`~gridcv.errors.ConfigError` whose one paragraph names
+the file, the key and the fix. Nothing here imports Keras: optimizer and
+callback names are checked against :mod:`gridcv.config.training`'s lists;
+splitters and scorers against scikit-learn.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from gridcv.config.data import SEGMENTATION_SCORERS, AugmentSpec, DataSection, ImagesData, is_segmentation
+from gridcv.config.explain import unknown_key
+from gridcv.config.schema import CVSpec, ExperimentSpec
+from gridcv.config.training import CALLBACKS, OPTIMIZERS, PRECISIONS, CallbackSpec
+from gridcv.errors import ConfigError, did_you_mean
+from gridcv.refs import Ref
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_experiment(path: str | Path, spec: ExperimentSpec) -> None:
+    """Every check below, in the order a user would fix them."""
+    if not _NAME.match(spec.name):
+        raise ConfigError(
+            f"{path}: key 'name' is {spec.name!r}; it names the results folder, so use letters, "
+            "digits, '.', '_' and '-' only (for example 'digits-cnn')."
+        )
+    Ref.parse(spec.model, "model", str(path), role="builder")
+    if spec.data.prepare:
+        Ref.parse(spec.data.prepare, "data.prepare", str(path))
+    _check_grid(path, spec)
+    _check_splitter(path, spec.cv)
+    _check_scorers(path, spec.scorers(), segmentation=is_segmentation(spec.data))
+    _check_segmentation(path, spec)
+    _check_refit(path, spec.refit, spec.scorers())
+    check_optimizer(path, "compile.optimizer", spec.compile.optimizer)
+    _check_callbacks(path, spec.fit.callbacks)
+
+
+def check_splitter_arguments(path: str | Path, cv: dict[str, Any]) -> None:
+    """The splitter exists and takes the given arguments (checked on the raw section, before validation)."""
+    name = cv.get("splitter", "StratifiedKFold")
+    cls = _splitter_class(str(name))
+    if cls is None:
+        names = _splitter_names()
+        raise ConfigError(
+            f"{path}: key 'cv.splitter' is {name!r}, which is not a scikit-learn splitter.{did_you_mean(name, names)} "
+            f"Use one of {', '.join(names)}."
+        )
+    accepted = [p for p in inspect.signature(cls).parameters if p not in {"self"}]
+    for key in cv:
+        if key != "splitter" and key not in accepted:
+            raise ConfigError(
+                f"{path}: {unknown_key(key, 'cv', ['splitter', *accepted])} "
+                f"({name} takes {', '.join(accepted) or 'no arguments'})."
+            )
+
+
+def check_optimizer(path: str | Path, key: str, name: Any) -> None:
+    """The optimizer is one of Keras's, by name."""
+    if isinstance(name, str) and name.lower() in OPTIMIZERS:
+        return
+    hint = did_you_mean(str(name).lower(), OPTIMIZERS)
+    raise ConfigError(
+        f"{path}: key '{key}' is {name!r}, which is not a Keras optimizer.{hint} "
+        f"Use one of {', '.join(OPTIMIZERS)} (case does not matter)."
+    )
+
+
+# --- grid ---------------------------------------------------------------------------------
+
+
+def _check_grid(path: str | Path, spec: ExperimentSpec) -> None:
+    grids = spec.grid_dicts()
+    if not grids:
+        raise ConfigError(f"{path}: key 'grid' is an empty list; give at least one dict of lists.")
+    for i, grid in enumerate(grids):
+        where = "grid" if isinstance(spec.grid, dict) else f"grid[{i}]"
+        for key, values in grid.items():
+            _check_grid_values(path, f"{where}.{key}", key, values)
+
+
+def _check_grid_values(path: str | Path, where: str, key: str, values: list[Any]) -> None:
+    if not values:
+        raise ConfigError(f"{path}: key '{where}' is an empty list; give at least one value or remove the key.")
+    try:
+        json.dumps(values)
+    except TypeError:
+        raise ConfigError(
+            f"{path}: key '{where}' holds values that are not plain numbers, "
+            "strings, booleans, null or lists of those; use plain YAML values."
+        ) from None
+    _check_data_grid_key(path, where, key, values)
+    if key in ("epochs", "batch_size", "gradient_accumulation_steps"):
+        if not all(isinstance(v, int) and v > 0 for v in values):
+            owner = "compile" if key == "gradient_accumulation_steps" else "fit"
+            raise ConfigError(
+                f"{path}: key '{where}' overrides {owner}.{key} and must hold positive integers, got {values!r}."
+            )
+    if key == "precision" and not all(v in PRECISIONS for v in values):
+        raise ConfigError(
+            f"{path}: key '{where}' overrides fit.precision and must hold {', '.join(PRECISIONS)}, got {values!r}."
+        )
+    if key == "optimizer":
+        for value in values:
+            check_optimizer(path, where, value)
+
+
+def _check_data_grid_key(path: str | Path, where: str, key: str, values: list[Any]) -> None:
+    """Grid keys ``augment`` and ``balance`` override ``data.augment`` and ``data.balance``."""
+    if key == "balance":
+        allowed = get_args(DataSection.model_fields["balance"].annotation)
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ConfigError(
+                f"{path}: key '{where}' overrides data.balance and must hold values from "
+                f"{', '.join(repr(a) for a in allowed)}, got {bad[0]!r}."
+            )
+    if key == "augment":
+        for value in values:
+            if isinstance(value, bool):
+                continue
+            try:
+                AugmentSpec.model_validate(value)
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"{path}: key '{where}' overrides data.augment and must hold true (data.augment as "
+                    "declared), false (no augmentation) or a mapping of augment keys "
+                    f"({', '.join(AugmentSpec.model_fields)}); {value!r} is none of those "
+                    f"({exc.errors()[0]['msg']})."
+                ) from None
+
+
+# --- data, splitter, scorers --------------------------------------------------------------
+
+
+def _check_segmentation(path: str | Path, spec: ExperimentSpec) -> None:
+    data = spec.data
+    if not is_segmentation(data):
+        return
+    mask_key = "data.masks" if isinstance(data, ImagesData) else "data.mask_column"
+    if getattr(data, "n_classes", None) is None:
+        raise ConfigError(
+            f"{path}: key 'data.n_classes' is missing; with {mask_key} set, the data is a segmentation "
+            "task and masks hold class ids 0 .. n_classes-1, so give their number (e.g. n_classes: 3)."
+        )
+    balances = {data.balance, *(v for g in spec.grid_dicts() for v in g.get("balance", []))}
+    if balances - {"none"}:
+        raise ConfigError(
+            f"{path}: key 'data.balance' (or grid key 'balance') asks for class balancing, which "
+            f"works on one class per sample; with {mask_key} set, labels are per-pixel masks. "
+            "Use balance: none (or weight classes in the model's loss)."
+        )
+
+
+def _splitter_class(name: str) -> type | None:
+    import sklearn.model_selection as ms
+
+    cls = getattr(ms, name, None)
+    return cls if inspect.isclass(cls) and hasattr(cls, "split") and hasattr(cls, "get_n_splits") else None
+
+
+def _splitter_names() -> list[str]:
+    import sklearn.model_selection as ms
+
+    return sorted(n for n in dir(ms) if n[0].isupper() and _splitter_class(n) and "Base" not in n)
+
+
+def _check_splitter(path: str | Path, cv: CVSpec) -> None:
+    cls = _splitter_class(cv.splitter)
+    assert cls is not None  # checked before validation
+    try:
+        cls(**cv.kwargs())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: key 'cv' does not make a valid {cv.splitter}: {exc}.") from None
+
+
+def _check_scorers(path: str | Path, names: list[str], segmentation: bool = False) -> None:
+    from sklearn.metrics import get_scorer_names
+
+    known = list(SEGMENTATION_SCORERS) if segmentation else get_scorer_names()
+    if not names:
+        raise ConfigError(f"{path}: key 'scoring' is an empty list; name at least one scorer.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: key 'scoring' names a scorer twice ({names}); list each once.")
+    for name in names:
+        if segmentation and name not in known:
+            raise ConfigError(
+                f"{path}: key 'scoring' names {name!r}, but the data is a segmentation task (per-pixel "
+                f"masks), which is scored with {' or '.join(repr(k) for k in known)}. "
+                "Set scoring to one or both of them."
+            )
+        if name in SEGMENTATION_SCORERS and not segmentation:
+            raise ConfigError(
+                f"{path}: key 'scoring' names {name!r}, which scores per-pixel masks, but the data has "
+                "one class per sample. Set data.masks (or data.mask_column) for segmentation, or use "
+                "a classification scorer such as 'accuracy'."
+            )
+        if name not in known:
+            raise ConfigError(
+                f"{path}: key 'scoring' names {name!r}, which is not a scikit-learn scorer."
+                f"{did_you_mean(name, known, n=3)} See sklearn.metrics.get_scorer_names() for the full list."
+            )
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def _check_refit(path: str | Path, refit: bool | str, scorers: list[str]) -> None:
+    """Refit names one of the scorers, or is true with a single scorer."""
+    if refit is True and len(scorers) > 1:
+        raise ConfigError(
+            f"{path}: key 'refit' is true but 'scoring' names {len(scorers)} scorers "
+            f"({', '.join(scorers)}); with several scorers, set refit to the one that picks the "
+            f"best candidate, e.g. 'refit: {scorers[0]}'."
+        )
+    if isinstance(refit, str) and refit not in scorers:
+        raise ConfigError(
+            f"{path}: key 'refit' is {refit!r}, which is not one of the scorers in 'scoring' "
+            f"({', '.join(scorers)}).{did_you_mean(refit, scorers)} Set refit to one of them, true (one scorer) "
+            "or false."
+        )
+
+
+def _check_callbacks(path: str | Path, callbacks: list[CallbackSpec]) -> None:
+    """Each callback is built in (with known arguments) or an import path."""
+    for i, callback in enumerate(callbacks):
+        key = f"fit.callbacks[{i}]"
+        if callback.is_user_code:
+            Ref.parse(callback.name, f"{key}.name", str(path), role="callback", what="ClassName")
+            continue
+        if callback.name not in CALLBACKS:
+            raise ConfigError(
+                f"{path}: key '{key}.name' is {callback.name!r}, which is not a gridcv callback."
+                f"{did_you_mean(callback.name, CALLBACKS)} Use one of {', '.join(CALLBACKS)}, or "
+                "'module:ClassName' for a callback of your own."
+            )
+        accepted = CALLBACKS[callback.name]
+        for arg in callback.kwargs():
+            if arg not in accepted:
+                raise ConfigError(
+                    f"{path}: unknown key '{arg}' in '{key}'{did_you_mean(arg, accepted, aside=True)}; "
+                    f"{callback.name} takes {', '.join(accepted)}."
+                )
+        if callback.name == "model_checkpoint" and callback.kwargs().get("save_models", "best") not in ("best", "none"):
+            raise ConfigError(
+                f"{path}: key '{key}.save_models' is {callback.kwargs()['save_models']!r}; use 'best' "
+                "(keep each fold's best model) or 'none'."
+            )

@@ -1,0 +1,150 @@
+"""The experiment: a validated experiment file, where it lives, and its fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gridcv.config.checks import check_experiment, check_splitter_arguments
+from gridcv.config.explain import explain
+from gridcv.config.schema import ExperimentSpec
+from gridcv.config.training import CompileSpec
+from gridcv.errors import ConfigError
+from gridcv.refs import Ref
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment file and where it lives.
+
+    Attributes:
+        path: Absolute path of the experiment file.
+        spec: Its validated content.
+        text: Its text as read, copied into the results folder.
+        named: The file as the user named it (messages show it so).
+    """
+
+    path: Path
+    spec: ExperimentSpec
+    text: str
+    named: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the file are resolved against."""
+        return self.path.parent
+
+    @property
+    def where(self) -> str:
+        """How messages name the file: as the user named it."""
+        return self.named or str(self.path)
+
+    @property
+    def model(self) -> Ref:
+        """The model builder's reference."""
+        return Ref.parse(self.spec.model, "model", self.where, role="builder")
+
+    def resolve(self, relative: str) -> Path:
+        """Resolves a path written in the experiment file (``~`` expanded)."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def output_dir(self, override: str | Path | None = None, cwd: Path | None = None) -> Path:
+        """The results folder: ``--output``, else ``output:``, else ``results/<name>``.
+
+        Relative output paths are taken from the current directory, like the
+        default ``results/<name>``.
+        """
+        chosen = override or self.spec.output or Path("results") / self.spec.name
+        p = Path(chosen).expanduser()
+        return p if p.is_absolute() else ((cwd or Path.cwd()) / p).resolve()
+
+    def fingerprint(self) -> dict[str, str]:
+        """A hash per section of everything that affects finished results.
+
+        The grid is left out on purpose: new grid values only add fold tasks.
+        The model builder's source file is hashed too, when it is a file.
+        """
+        s = self.spec
+        parts: dict[str, Any] = {
+            "seed": [s.seed, s.deterministic],
+            "data": s.data.model_dump(exclude={"prepare"}),
+            "model": [s.model, _file_digest(self.model, self.base_dir)],
+            "fit": _without_new_defaults(s.fit, ("epochs", "batch_size", "shuffle")),
+            "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],
+            "scoring": s.scorers() + (["train", s.train_score_max_samples] if s.return_train_score else []),
+        }
+        if s.compile != CompileSpec():
+            parts["compile"] = s.compile.model_dump()
+        return {k: _digest(v) for k, v in parts.items()}
+
+
+def _without_new_defaults(section: BaseModel, original: tuple[str, ...]) -> dict[str, Any]:
+    """The section's values, leaving out keys added later while they keep their defaults.
+
+    Results folders started before a key existed keep the same fingerprint.
+    """
+    dumped = section.model_dump(include=set(original))
+    dumped.update(section.model_dump(exclude=set(original), exclude_defaults=True))
+    return dumped
+
+
+def _digest(value: Any) -> str:
+    blob = json.dumps(value, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _file_digest(ref: Ref, base_dir: Path) -> str | None:
+    if not ref.is_file:
+        return None
+    path = ref.path(base_dir)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Reads and validates an experiment file.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The validated :class:`Experiment`.
+
+    Raises:
+        ConfigError: The file is missing, is not YAML, or breaks the schema.
+    """
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ConfigError(
+            f"{path}: no such experiment file. Check the path; experiment files are YAML "
+            "files such as experiments/digits.yaml."
+        )
+    text = file.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(
+            f"{path}: not valid YAML{line} ({getattr(exc, 'problem', exc)}). "
+            "Fix the syntax (indentation and 'key: value' pairs)."
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (name, data, model, grid, ...) at the top level, "
+            f"got {type(raw).__name__}. See experiments/digits.yaml for the layout."
+        )
+    if isinstance(raw.get("cv"), dict):
+        check_splitter_arguments(path, raw["cv"])
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(explain(path, exc)) from None
+    check_experiment(path, spec)
+    return Experiment(path=file, spec=spec, text=text, named=str(path))

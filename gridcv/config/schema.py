@@ -1,0 +1,106 @@
+"""The experiment file's schema: one pydantic model per section.
+
+The names here are a contract with users' YAML files. pydantic checks types,
+defaults and unknown keys; :mod:`gridcv.config.explain` turns its errors into
+one paragraph, and :mod:`gridcv.config.checks` adds what a schema cannot say.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
+
+from gridcv.config.data import DataSpec
+from gridcv.config.training import CallbackSpec, CompileSpec
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FitSpec(_Section):
+    """``fit:``: training defaults; a grid key with the same name overrides them."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    shuffle: bool = True
+    callbacks: list[CallbackSpec] = []
+    validation_split_from_train: float | None = Field(default=None, gt=0.0, lt=1.0)
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _names_as_mappings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class CVSpec(BaseModel):
+    """``cv:``: a scikit-learn splitter by name and its keyword arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    splitter: str = "StratifiedKFold"
+
+    def kwargs(self) -> dict[str, Any]:
+        """The splitter's keyword arguments (every key but ``splitter``)."""
+        return dict(self.model_extra or {})
+
+
+class ExecutionSpec(_Section):
+    """``execution:``: how folds are run. Every key is also a command-line option, which wins.
+
+    The command line's options are generated from these fields (name, type,
+    choices and description), so the two cannot drift apart.
+    """
+
+    isolation: Literal["process", "inline"] = Field(
+        default="process", description="train in worker processes, or in this process (debugging)"
+    )
+    max_worker_memory: ByteSize | None = Field(
+        default=None,
+        description="replace a worker above this after a fold; stop it above this during one (e.g. 4GiB)",
+    )
+    # Replacing workers is what keeps memory flat (clear_session + gc.collect do not);
+    # benchmarks/memory.py measured the default.
+    folds_per_worker: PositiveInt | None = Field(default=20, description="replace a worker after this many folds")
+    on_oom: Literal["retry_smaller_batch", "skip", "stop"] = Field(
+        default="retry_smaller_batch", description="what an out-of-memory fold does"
+    )
+    min_batch_size: PositiveInt = Field(default=1, description="smallest batch an out-of-memory retry may use")
+    max_retries: NonNegativeInt = Field(default=0, description="retries for failures other than out-of-memory")
+
+
+class ExperimentSpec(_Section):
+    """The whole experiment file, validated."""
+
+    name: str
+    output: str | None = None
+    seed: NonNegativeInt = 0
+    deterministic: bool = False
+    data: Annotated[DataSpec, Field(discriminator="kind")]
+    model: str
+    fit: FitSpec = FitSpec()
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]]
+    cv: CVSpec = CVSpec()
+    scoring: str | list[str] = "accuracy"
+    return_train_score: bool = False
+    train_score_max_samples: PositiveInt = 1000
+    refit: bool | str = False
+    compile: CompileSpec = CompileSpec()
+    execution: ExecutionSpec = ExecutionSpec()
+
+    def refit_scorer(self) -> str | None:
+        """The scorer that picks the candidate to refit, or None without refit."""
+        if self.refit is False:
+            return None
+        return self.scorers()[0] if self.refit is True else self.refit
+
+    def scorers(self) -> list[str]:
+        """Scorer names in order; the first one ranks candidates."""
+        return [self.scoring] if isinstance(self.scoring, str) else list(self.scoring)
+
+    def grid_dicts(self) -> list[dict[str, list[Any]]]:
+        """The grid as a list of dicts (scikit-learn ``ParameterGrid`` input)."""
+        return [self.grid] if isinstance(self.grid, dict) else list(self.grid)

@@ -1,0 +1,220 @@
+"""Finding a file source's samples: image folders (one sub-folder per class) and CSV manifests."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gridcv.config.data import CsvData, ImagesData
+from gridcv.data.files import IMAGE_EXTENSIONS, SAMPLE_EXTENSIONS, FileSource, decoding_of
+from gridcv.data.sources import resolve_path
+from gridcv.errors import DataError
+
+_readable_cache: dict[tuple[str, int, int], bool] = {}
+_CREATE_HINT = "Fix the path (relative to the experiment file), or set data.prepare to a function that creates it."
+
+
+def open_image_folder(spec: ImagesData, base_dir: Path, where: str) -> FileSource:
+    """``kind: images``: one sub-folder per class, or (with ``masks``) a folder of images.
+
+    Args:
+        spec: The validated ``data:`` section.
+        base_dir: Folder relative paths are taken from.
+        where: The experiment file, for messages.
+
+    Raises:
+        DataError: The folder is missing, a class folder is empty, a mask is missing.
+    """
+    root = resolve_path(spec.root, base_dir)
+    if not root.is_dir():
+        raise DataError(f"{where}: key 'data.root' points at {root}, which is not a folder. {_CREATE_HINT}")
+    if spec.masks:
+        images = _samples_in(root, recursive=False)
+        if not images:
+            raise DataError(f"{where}: key 'data.root' folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        images = [images[i] for i in _drop_unreadable(spec, images, where)]
+        masks = _mask_files(images, resolve_path(spec.masks, base_dir), where)
+        assert spec.n_classes is not None  # checked with the experiment file
+        return FileSource(images, np.zeros(len(images)), None, masks, spec.n_classes, decoding_of(spec), where)
+    names = _class_folders(spec, root, where)
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(names):
+        found = _samples_in(root / name, recursive=True)
+        if not found:
+            raise DataError(
+                f"{where}: class folder {root / name} (class '{name}') holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}). Add images, or remove the folder"
+                + (" and its name from data.class_names." if spec.class_names else ".")
+            )
+        files += found
+        labels += [label] * len(found)
+    keep = _drop_unreadable(spec, files, where)
+    return FileSource(
+        [files[i] for i in keep], np.array(labels)[keep], None, None, len(names), decoding_of(spec), where
+    )
+
+
+def _class_folders(spec: ImagesData, root: Path, where: str) -> list[str]:
+    present = sorted(p.name for p in root.iterdir() if p.is_dir())
+    names = spec.class_names or present
+    missing = [n for n in names if n not in present]
+    if not present or missing:
+        raise DataError(
+            f"{where}: key 'data.root' folder {root} must hold one sub-folder per class; "
+            + (
+                f"there is no sub-folder for class(es) {', '.join(missing)} named in data.class_names."
+                if missing
+                else "it has none. Put each class's images in a folder named after the class."
+            )
+        )
+    return names
+
+
+def open_csv(spec: CsvData, base_dir: Path, where: str) -> FileSource:
+    """``kind: csv``: a manifest with a file column, a label column and optionally groups and masks.
+
+    Args:
+        spec: The validated ``data:`` section.
+        base_dir: Folder relative paths are taken from.
+        where: The experiment file, for messages.
+
+    Raises:
+        DataError: The manifest or a listed file is missing, a column is missing, a label is unknown.
+    """
+    path = resolve_path(spec.path, base_dir)
+    if not path.is_file():
+        raise DataError(f"{where}: key 'data.path' points at {path}, which does not exist. {_CREATE_HINT}")
+    root = resolve_path(spec.root, base_dir) if spec.root else path.parent
+    rows = _read_manifest(spec, path, where)
+    files = [root / row[spec.x_column] for row in rows]
+    masks = [root / row[spec.mask_column] for row in rows] if spec.mask_column else None
+    _check_listed(files, masks, path, root, where)
+    if spec.mask_column:
+        assert spec.n_classes is not None  # checked with the experiment file
+        labels, n_classes = np.zeros(len(rows), dtype=np.int64), spec.n_classes
+    else:
+        assert spec.y_column is not None
+        labels, n_classes = _encode_labels([row[spec.y_column] for row in rows], spec, path, where)
+    groups = np.array([row[spec.group_column] for row in rows]) if spec.group_column else None
+    keep = _drop_unreadable(spec, files, where)
+    return FileSource(
+        [files[i] for i in keep],
+        labels[keep],
+        None if groups is None else groups[keep],
+        None if masks is None else [masks[i] for i in keep],
+        n_classes,
+        decoding_of(spec),
+        where,
+    )
+
+
+def _read_manifest(spec: CsvData, path: Path, where: str) -> list[dict[str, str]]:
+    """The manifest's rows, after checking it has every column the ``data:`` section names."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    wanted = {"x_column": spec.x_column, "group_column": spec.group_column, "mask_column": spec.mask_column}
+    if not spec.mask_column:
+        wanted["y_column"] = spec.y_column
+    for key, column in wanted.items():
+        if column and column not in columns:
+            raise DataError(
+                f"{where}: key 'data.{key}' is {column!r}, but {path} has no such column (its columns are "
+                f"{', '.join(columns) or 'none: the file is empty'}). Fix data.{key} or the CSV header."
+            )
+    if not rows:
+        raise DataError(f"{where}: {path} lists no samples (only a header); add one row per sample.")
+    return rows
+
+
+def _check_listed(files: list[Path], masks: list[Path] | None, path: Path, root: Path, where: str) -> None:
+    for i, file in enumerate([*files, *(masks or [])]):
+        if not file.is_file():
+            kind = "mask" if i >= len(files) else "file"
+            raise DataError(
+                f"{where}: row {i % len(files) + 2} of {path} names {kind} {file}, which does not exist "
+                f"(paths are relative to {root}). Fix the row or data.root."
+            )
+
+
+def _encode_labels(raw: list[str], spec: CsvData, path: Path, where: str) -> tuple[np.ndarray, int]:
+    """Class names -> ids: the order of data.class_names, else integers as written, else sorted names."""
+    if spec.class_names is None and all(v.strip().lstrip("-").isdigit() for v in raw):
+        ids = np.array([int(v) for v in raw], dtype=np.int64)
+        if ids.min() < 0:
+            raise DataError(f"{where}: {path} has a label {ids.min()}; integer labels must be 0 .. n_classes-1.")
+        return ids, int(ids.max()) + 1
+    names = spec.class_names or sorted(set(raw))
+    index = {n: i for i, n in enumerate(names)}
+    for row, value in enumerate(raw):
+        if value not in index:
+            raise DataError(
+                f"{where}: row {row + 2} of {path} has label {value!r}, which is not in data.class_names "
+                f"({', '.join(names)}). Add it there or fix the row."
+            )
+    return np.array([index[v] for v in raw], dtype=np.int64), len(names)
+
+
+# --- what is in a folder, and what decodes -------------------------------------------------
+
+
+def _samples_in(folder: Path, recursive: bool) -> list[Path]:
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in SAMPLE_EXTENSIONS)
+
+
+def _mask_files(images: list[Path], mask_dir: Path, where: str) -> list[Path]:
+    """The mask of each image: the file in ``mask_dir`` with the same name (any image extension or .npy)."""
+    if not mask_dir.is_dir():
+        raise DataError(f"{where}: key 'data.masks' points at {mask_dir}, which is not a folder. Fix the path.")
+    by_stem = {p.stem: p for p in _samples_in(mask_dir, recursive=False)}
+    masks = []
+    for image in images:
+        mask = by_stem.get(image.stem)
+        if mask is None:
+            raise DataError(
+                f"{where}: image {image} has no mask in {mask_dir} (expected a file named {image.stem}.png or "
+                f"{image.stem}.npy). Add the mask or remove the image."
+            )
+        masks.append(mask)
+    return masks
+
+
+def _readable(path: Path) -> bool:
+    """Whether a sample file decodes; cached by (path, size, mtime) for the life of the process."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _readable_cache:
+        try:
+            if path.suffix.lower() == ".npy":
+                np.load(path, mmap_mode="r", allow_pickle=False)
+            else:
+                with Image.open(path) as im:
+                    im.load()
+            _readable_cache[key] = True
+        except (OSError, ValueError, SyntaxError, EOFError):
+            _readable_cache[key] = False
+    return _readable_cache[key]
+
+
+def _drop_unreadable(spec: ImagesData | CsvData, files: list[Path], where: str) -> list[int]:
+    """Positions of the files to keep: all of them, or with ``on_bad_file: skip`` the ones that decode."""
+    if spec.on_bad_file != "skip":
+        return list(range(len(files)))
+    good = [i for i, f in enumerate(files) if _readable(f)]
+    kept = set(good)
+    bad = [str(f) for i, f in enumerate(files) if i not in kept]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warnings.warn(
+            f"{where}: skipping {len(bad)} unreadable file(s) (data.on_bad_file: skip): {shown}", stacklevel=3
+        )
+    if not good:
+        raise DataError(f"{where}: every file of the data is unreadable; nothing is left to train on.")
+    return good

@@ -1,0 +1,139 @@
+"""Building the job a worker runs, for a fold of the plan and for the refit alike. No Keras.
+
+What a fold trains on, monitors and is scored on is decided here, in the
+parent, from the plan: the worker gets index arrays and trains what it is
+given. The sample choices (monitoring split, train-score sample) are pure
+functions of the fold's indices and seed, so a resumed fold makes the same
+choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridcv.config import Experiment, ExperimentSpec
+from gridcv.execution.messages import DataRef, FoldJob, TrainingOptions
+from gridcv.plan import FoldTask, Plan, fold_batch_size, monitoring_split, train_score_sample
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A task with what it trains on: a fold of the plan, or the refit on every sample.
+
+    Attributes:
+        task: The task (its id, candidate, parameters and seed).
+        train_idx: The samples of its training split.
+        test_idx: The samples it is scored on (none for the refit).
+        epochs: Epochs to train.
+        save_model_to: Where the trained model is saved (the refit's ``best_model.keras``).
+    """
+
+    task: FoldTask
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    epochs: int
+    save_model_to: Path | None = None
+
+
+def fold_assignment(spec: ExperimentSpec, plan: Plan, task: FoldTask) -> Assignment:
+    """The assignment of a fold of the plan: its split, and the candidate's epochs."""
+    train_idx, test_idx = plan.splits[task.fold]
+    return Assignment(task, train_idx, test_idx, candidate_epochs(spec, task.params))
+
+
+def candidate_epochs(spec: ExperimentSpec, params: Mapping[str, Any]) -> int:
+    """A candidate's epochs: its grid value, else ``fit.epochs``."""
+    return int(params.get("epochs", spec.fit.epochs))
+
+
+def requested_accumulation(spec: ExperimentSpec, params: Mapping[str, Any]) -> int | None:
+    """``gradient_accumulation_steps`` from the grid, else from ``compile:``, else None."""
+    value = params.get(
+        "gradient_accumulation_steps", spec.compile.optimizer_kwargs().get("gradient_accumulation_steps")
+    )
+    return None if value is None else int(value)
+
+
+def base_batch(spec: ExperimentSpec, params: Mapping[str, Any]) -> int:
+    """The batch size a candidate asks for, before any out-of-memory retry."""
+    return fold_batch_size(params, spec.fit.batch_size)
+
+
+def build_job(
+    experiment: Experiment,
+    plan: Plan,
+    work: Assignment,
+    folder: Path,
+    batch: int,
+    accumulation: int,
+    attempt: int,
+) -> FoldJob:
+    """The job of one attempt at a task.
+
+    Args:
+        experiment: The validated experiment.
+        plan: The plan (its labels decide stratified monitoring splits).
+        work: The task and the samples it trains and is scored on.
+        folder: The results folder (checkpoints, models, logs).
+        batch: Batch size of this attempt.
+        accumulation: Gradient accumulation steps of this attempt.
+        attempt: The attempt's number (1 for the first).
+    """
+    spec = experiment.spec
+    task = work.task
+    fit_idx, monitor_idx = fit_and_monitor(spec, plan.labels, work)
+    return FoldJob(
+        task=task,
+        fit_idx=fit_idx,
+        monitor_idx=monitor_idx,
+        test_idx=work.test_idx,
+        data=DataRef(spec.data, experiment.base_dir, experiment.where),
+        model=experiment.model,
+        base_dir=experiment.base_dir,
+        params={"epochs": spec.fit.epochs, "batch_size": spec.fit.batch_size, **task.params},
+        epochs=work.epochs,
+        batch_size=batch,
+        accumulation_steps=accumulation,
+        shuffle=spec.fit.shuffle,
+        scorers=tuple(spec.scorers()),
+        deterministic=spec.deterministic,
+        checkpoint_dir=folder / "checkpoints" / task.task_id / f"b{batch}x{accumulation}",
+        attempt=attempt,
+        training=training_options(experiment, folder, work),
+    )
+
+
+def fit_and_monitor(spec: ExperimentSpec, labels: np.ndarray, work: Assignment) -> tuple[np.ndarray, np.ndarray]:
+    """Indices to train on and to monitor on (empty when nothing is monitored).
+
+    Callbacks monitor the fold's validation split, or a part of the training
+    split held out when ``validation_split_from_train`` is set.
+    """
+    split = spec.fit.validation_split_from_train
+    if split is not None:
+        return monitoring_split(work.train_idx, labels, split, work.task.seed)
+    monitored = bool(spec.fit.callbacks)
+    return work.train_idx, (work.test_idx if monitored else work.test_idx[:0])
+
+
+def training_options(experiment: Experiment, folder: Path, work: Assignment) -> TrainingOptions:
+    """How the task is compiled, called back, run in precision and scored beyond its test samples."""
+    spec = experiment.spec
+    params = work.task.params
+    sample = None
+    if spec.return_train_score:
+        sample = train_score_sample(work.train_idx, spec.train_score_max_samples, work.task.seed)
+    return TrainingOptions(
+        compile=spec.compile,
+        callbacks=tuple(spec.fit.callbacks),
+        precision=str(params.get("precision", spec.fit.precision)),
+        accumulation_explicit=requested_accumulation(spec, params) is not None,
+        train_score_idx=sample,
+        results_dir=folder,
+        save_model_to=work.save_model_to,
+    )
