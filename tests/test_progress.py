@@ -8,7 +8,7 @@ from rich.console import Console
 
 import gridcv
 from gridcv.cli import main
-from gridcv.progress import SilentReporter, TerminalReporter, make_reporter
+from gridcv.run.progress import SilentReporter, TerminalReporter, make_reporter
 
 
 def test_terminal_display_shows_folds_params_and_scores(make_experiment):
@@ -44,3 +44,18 @@ def test_command_line_execution_keys_win_over_the_file(make_experiment, capsys):
     path = make_experiment(execution={"isolation": "process", "folds_per_worker": 1})
     assert main(["run", str(path), "--quiet", "--isolation", "inline", "--max-retries", "2"]) == 0
     assert gridcv.load_folds(path)["worker_id"].tolist() == ["inline"] * 4
+
+
+def test_every_execution_key_is_a_command_line_option_made_from_the_schema():
+    from gridcv.cli import _parser
+    from gridcv.config import ExecutionSpec
+
+    run = next(a for a in _parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith(" run"))
+    options = {a.dest: a for a in run._actions if a.option_strings}
+    for name, field in ExecutionSpec.model_fields.items():
+        option = options[name]
+        assert option.option_strings == [f"--{name.replace('_', '-')}"]
+        assert option.help == field.description and option.help
+    assert options["on_oom"].choices == ["retry_smaller_batch", "skip", "stop"]
+    assert options["isolation"].choices == ["process", "inline"]
+    assert options["folds_per_worker"].type is int and options["max_worker_memory"].metavar == "SIZE"

@@ -56,7 +56,7 @@ def reference(tmp_path_factory):
     done = gridcv_run(path)
     assert done.returncode == 0, done.stderr
     with ResultStore.open(folder / "results" / "tiny", readonly=True) as store:
-        history = {r["task_id"]: r["history"] for r in store.fold_rows()}
+        history = {r.task_id: r.history for r in store.fold_rows()}
     return gridcv.load_folds(path), history
 
 
@@ -82,11 +82,11 @@ def test_killed_at_a_precise_moment_resumes_to_the_identical_result(make_experim
     assert folds["test_accuracy"].tolist() == ref_folds["test_accuracy"].tolist()
     assert folds["epochs_run"].tolist() == [4] * 4
     with ResultStore.open(path.parent / "results" / "tiny", readonly=True) as store:
-        assert {r["task_id"]: r["history"] for r in store.fold_rows()} == ref_history
+        assert {r.task_id: r.history for r in store.fold_rows()} == ref_history
         assert store.integrity_check() == "ok"
         attempts = store.attempt_rows()
     # the fold in flight was abandoned once and resumed from its last whole checkpoint
-    abandoned = [a for a in attempts if a["outcome"] == "abandoned"]
+    abandoned = [a for a in attempts if a.outcome == "abandoned"]
     assert len(abandoned) <= 1
     assert len(attempts) == 4 + len(abandoned)
 
@@ -97,5 +97,18 @@ def test_resumed_fold_continues_from_its_last_checkpoint(make_experiment):
     gridcv_run(path)
     with ResultStore.open(path.parent / "results" / "tiny", readonly=True) as store:
         attempts = store.attempt_rows()
-    first = [a for a in attempts if a["attempt"] == 2]
-    assert len(first) == 1 and first[0]["resumed_from_epoch"] == 3
+    first = [a for a in attempts if a.attempt == 2]
+    assert len(first) == 1 and first[0].resumed_from_epoch == 3
+
+
+def test_copying_the_experiment_file_is_not_a_checkpoint_write(make_experiment):
+    """Atomic writes pass the crash points their caller names: the first checkpoint-write fault
+    kills the first fold's first checkpoint, not the runner's copy of experiment.yaml."""
+    path = make_experiment(**DETERMINISTIC)
+    killed = gridcv_run(path, fault="checkpoint-write@1")
+    assert killed.returncode == -signal.SIGKILL
+    folder = path.parent / "results" / "tiny"
+    assert (folder / "experiment.yaml").read_text() == path.read_text()
+    with ResultStore.open(folder, readonly=True) as store:
+        assert [(a.attempt, a.outcome) for a in store.attempt_rows()] == [(1, None)]  # fold 1 was training
+    assert list((folder / "checkpoints").rglob(".epoch-00001.tmp-*.npz"))  # half of its first checkpoint

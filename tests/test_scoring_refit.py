@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import gridcv
-from gridcv.store import ResultStore
+from gridcv.store import FoldStatus, ResultStore
 from tests.conftest import write_arrays
 
 
@@ -87,7 +87,7 @@ def test_refit_saves_loads_predicts_and_is_not_redone(uncompiled_experiment):
     gridcv.run_experiment(path)
     assert (folder / "best_model.keras").stat().st_mtime_ns == stamp
     with ResultStore.open(folder, readonly=True) as store:
-        assert store.get_meta("refit")["status"] == "done"
+        assert [r.status for r in store.refit_rows()] == [FoldStatus.DONE]
 
 
 def test_refit_interrupted_resumes_from_its_checkpoint(uncompiled_experiment, clear_stop_request):
@@ -109,13 +109,13 @@ def test_refit_interrupted_resumes_from_its_checkpoint(uncompiled_experiment, cl
     clear_stop_request.clear()
     folder = path.parent / "results" / "tiny"
     assert not (folder / "best_model.keras").exists()
-    assert list((folder / "checkpoints" / "refit").rglob("epoch-00001.npz"))
+    assert list((folder / "checkpoints").glob("refit-*/*/epoch-00001.npz"))
     with ResultStore.open(folder, readonly=True) as store:
-        assert store.get_meta("refit")["status"] == "pending"
+        assert [r.status for r in store.refit_rows()] == [FoldStatus.PENDING]
     gridcv.run_experiment(path)
     summary = json.loads((folder / "best_model.json").read_text())
     assert summary["refit"]["resumed_from_epoch"] == 1 and summary["refit"]["epochs_run"] == 3
-    assert not (folder / "checkpoints" / "refit").exists()
+    assert not list((folder / "checkpoints").glob("refit-*"))
     assert gridcv.load_best_model(folder).output_shape == (None, 3)
 
 
@@ -134,3 +134,43 @@ def test_load_best_model_without_a_refit_is_a_clear_error(tmp_path):
     write_arrays(tmp_path)
     with pytest.raises(gridcv.ResultsError, match="no refit model here"):
         gridcv.load_best_model(tmp_path)
+
+
+OOM_IN_REFIT = """
+import keras
+
+BUILDS = [0]
+
+
+def build(params, input_shape, n_classes):
+    BUILDS[0] += 1  # 1: gridcv's builder check; 2, 3: the two folds; 4: the refit's first attempt
+    if BUILDS[0] == 4:
+        raise MemoryError("simulated: the refit's batch does not fit")
+    model = keras.Sequential([keras.Input(shape=input_shape), keras.layers.Dense(n_classes, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+"""
+
+
+def test_an_out_of_memory_refit_is_retried_with_half_the_batch_like_a_fold(make_experiment):
+    path = make_experiment(builder=OOM_IN_REFIT, grid={"units": [4]}, refit=True, fit={"epochs": 2, "batch_size": 16})
+    gridcv.run_experiment(path)
+    folder = path.parent / "results" / "tiny"
+    with ResultStore.open(folder, readonly=True) as store:
+        (refit,) = store.refit_rows()
+        attempts = store.attempts_of(refit.task_id)
+    assert refit.status is FoldStatus.DONE and refit.task_id.startswith("refit-")
+    assert [(a.outcome, a.batch_size, a.accumulation_steps) for a in attempts] == [("oom", 16, 1), ("done", 8, 2)]
+    summary = json.loads((folder / "best_model.json").read_text())
+    assert (summary["refit"]["batch_size"], summary["refit"]["accumulation_steps"]) == (8, 2)
+    assert summary["refit"]["effective_batch_size"] == 16 and summary["task_id"] == refit.task_id
+
+
+def test_a_builder_under_the_home_folder_is_found_by_the_check_and_by_the_worker(make_experiment, monkeypatch):
+    home = make_experiment().parent / "home"
+    home.mkdir()
+    (home / "mine.py").write_text((make_experiment().parent / "builder.py").read_text())
+    monkeypatch.setenv("HOME", str(home))
+    path = make_experiment(model="~/mine.py:build", execution={"isolation": "process"})
+    gridcv.run_experiment(path)
+    assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
