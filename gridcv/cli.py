@@ -90,8 +90,10 @@ def _results(args: argparse.Namespace) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {len(table)} candidates to {args.csv}")
-        return 0
-    print(format_table(table if args.all_columns else ranked_table(table)))
+    else:
+        print(format_table(table if args.all_columns else ranked_table(table)))
+    for warning in table.attrs["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 

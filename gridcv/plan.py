@@ -58,6 +58,7 @@ class Plan:
         splits: ``(train_indices, test_indices)`` per fold index.
         labels: The label of every sample, as the splitter saw them.
         groups: The group of every sample, or None.
+        grouped: Whether the splitter uses groups (then no group is in two parts of a split).
     """
 
     tasks: tuple[FoldTask, ...]
@@ -65,6 +66,7 @@ class Plan:
     splits: tuple[tuple[np.ndarray, np.ndarray], ...]
     labels: np.ndarray
     groups: np.ndarray | None = None
+    grouped: bool = False
 
     @property
     def n_samples(self) -> int:
@@ -159,7 +161,15 @@ def make_plan(
                     seed=derive_seed(spec.seed, task_id),
                 )
             )
-    return Plan(tasks=tuple(tasks), candidates=tuple(cands), splits=splits, labels=np.asarray(y), groups=groups)
+    grouped = groups is not None and bool(make_splitter(spec).get_metadata_routing().consumes("split", ["groups"]))
+    return Plan(
+        tasks=tuple(tasks),
+        candidates=tuple(cands),
+        splits=splits,
+        labels=np.asarray(y),
+        groups=None if groups is None else np.asarray(groups),
+        grouped=grouped,
+    )
 
 
 def _split(
@@ -222,7 +232,7 @@ def refit_task(
 
 
 def monitoring_split(
-    train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+    train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits a fold's training indices into (fit, monitor) parts, stratified when possible.
 
@@ -231,10 +241,16 @@ def monitoring_split(
         labels: Labels of every sample.
         fraction: Share of ``train_idx`` held out for monitoring.
         seed: The fold's seed (the split is a pure function of it).
+        groups: Group of every sample, to keep each group in one part; None to split samples.
 
     Returns:
         Indices to train on and indices to monitor on, each sorted.
+
+    Raises:
+        ValueError: ``groups`` given and the training indices hold fewer than two groups.
     """
+    if groups is not None:
+        return _group_monitoring_split(train_idx, labels, fraction, seed, groups)
     from sklearn.model_selection import train_test_split
 
     y = labels[train_idx]
@@ -243,6 +259,31 @@ def monitoring_split(
     stratify = y if counts.min() >= 2 and n_monitor >= len(counts) else None
     fit, monitor = train_test_split(train_idx, test_size=n_monitor, random_state=seed, stratify=stratify)
     return np.sort(fit), np.sort(monitor)
+
+
+def _group_monitoring_split(
+    train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Holds out whole groups, about ``fraction`` of the samples, stratified as far as groups allow.
+
+    The monitored part is the first test fold of a shuffled ``StratifiedGroupKFold``
+    with ``round(1 / fraction)`` folds (fewer when there are fewer groups).
+    """
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    g = groups[train_idx]
+    n_groups = len(np.unique(g))
+    if n_groups < 2:
+        raise ValueError(f"the training split holds only {n_groups} group(s); at least 2 are needed")
+    n_splits = min(n_groups, max(2, round(1 / fraction)))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # "The least populated class has only k members": stratifying is best effort here.
+        warnings.simplefilter("ignore", UserWarning)
+        fit, monitor = next(splitter.split(train_idx, labels[train_idx], g))
+    return np.sort(train_idx[fit]), np.sort(train_idx[monitor])
 
 
 def train_score_sample(train_idx: np.ndarray, cap: int, seed: int) -> np.ndarray:

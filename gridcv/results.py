@@ -18,7 +18,8 @@ import pandas as pd
 
 from gridcv.cv_results import by_candidate, cv_results, param_names, scorer_keys, train_score
 from gridcv.errors import ResultsError
-from gridcv.store import DB_NAME, FoldRow, ResultStore
+from gridcv.monitoring import META_KEY, results_warnings
+from gridcv.store import DB_NAME, FoldRow, FoldStatus, ResultStore
 
 BEST_MODEL = "best_model.keras"
 BEST_JSON = "best_model.json"
@@ -61,6 +62,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
         ``std_train_<s>``, then gridcv's ``n_folds_done``, ``n_folds_failed``, ``n_folds_pending``
         and ``partial_mean_test_<s>`` (the mean over the folds done so far).
         Unfinished folds are NaN, so means are NaN until a candidate is complete.
+        ``attrs["warnings"]`` lists what makes the scores less trustworthy (callbacks
+        that monitored the test fold); ``gridcv results`` prints them.
 
     Raises:
         ResultsError: There are no results at ``path``.
@@ -72,12 +75,14 @@ def load_results(path: str | Path) -> pd.DataFrame:
         train = bool(store.get_meta("return_train_score"))
         current = store.get_meta("candidates")
         n_splits = int(store.get_meta("n_splits") or 0)
+        warnings = results_warnings(store.get_meta(META_KEY))
     columns = cv_results(by_candidate(rows, current), scoring, n_splits, train)
     results = pd.DataFrame(
         {k: _param_column(v) if k.startswith("param_") else v for k, v in columns.items()},
         index=pd.RangeIndex(len(columns["params"])),
     )
     results.attrs["scoring"] = scoring  # what ranked_table needs, without reopening the store
+    results.attrs["warnings"] = warnings
     return results
 
 
@@ -97,20 +102,28 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         (with ``return_train_score``), ``precision``, ``best_epoch`` and
         ``stopped_epoch`` (1-based; ``stopped_epoch`` is set when a callback ended
         training early), ``model_path`` (``model_checkpoint``), ``gpu_peak_memory``,
-        and ``best_<metric>`` per Keras metric of the history (``best_val_loss``, ...).
+        ``n_fit_samples`` and ``n_monitored_samples`` (samples trained on and monitored
+        by callbacks), ``monitored`` (``train_split``, ``test_fold`` or None: what
+        callbacks monitored), and ``best_<metric>`` per Keras metric of the history
+        (``best_val_loss``, ...). ``attrs["warnings"]`` as in :func:`load_results`.
     """
     folder = results_folder(path)
     with ResultStore.open(folder, readonly=True) as store:
         rows = store.fold_rows()
         scoring = store.get_meta("scoring") or []
         train = bool(store.get_meta("return_train_score"))
+        record = store.get_meta(META_KEY)
     names = [name for name, _ in scorer_keys(scoring)]
     keys = param_names([r.params for r in rows])
     metrics = sorted({m for r in rows for m in r.info.get("history_best", {})})
-    return pd.DataFrame.from_records([_fold_record(r, names, keys, metrics, train) for r in rows])
+    folds = pd.DataFrame.from_records([_fold_record(r, names, keys, metrics, train, record) for r in rows])
+    folds.attrs["warnings"] = results_warnings(record)
+    return folds
 
 
-def _fold_record(r: FoldRow, names: list[str], keys: list[str], metrics: list[str], train: bool) -> dict[str, Any]:
+def _fold_record(
+    r: FoldRow, names: list[str], keys: list[str], metrics: list[str], train: bool, record: dict[str, Any] | None
+) -> dict[str, Any]:
     rec: dict[str, Any] = {"task_id": r.task_id, "candidate_index": r.candidate_index, "params": r.params}
     rec.update({f"param_{k}": r.params.get(k) for k in keys})
     rec.update({"fold": r.fold, "status": r.status.value, "attempts": r.attempts})
@@ -126,8 +139,17 @@ def _fold_record(r: FoldRow, names: list[str], keys: list[str], metrics: list[st
         rec.update({f"train_{n}": train_score(r, n) for n in names})
     rec.update({k: r.info.get(k) for k in ("precision", "best_epoch", "stopped_epoch", "model_path")})
     rec["gpu_peak_memory"] = r.info.get("gpu_peak_memory")
+    rec.update({k: r.info.get(k) for k in ("n_fit_samples", "n_monitored_samples")})
+    rec["monitored"] = r.info.get("monitored", _monitored_before_sizes(r, record))
     rec.update({f"best_{m}": r.info.get("history_best", {}).get(m, np.nan) for m in metrics})
     return rec
+
+
+def _monitored_before_sizes(r: FoldRow, record: dict[str, Any] | None) -> str | None:
+    """What a fold done before rows recorded it monitored: the folder's choice, which never changes."""
+    if r.status is not FoldStatus.DONE or record is None:
+        return None
+    return None if record["monitored"] == "nothing" else str(record["monitored"])
 
 
 def load_attempts(path: str | Path) -> pd.DataFrame:

@@ -119,10 +119,13 @@ def test_refit_interrupted_resumes_from_its_checkpoint(uncompiled_experiment, cl
     assert gridcv.load_best_model(folder).output_shape == (None, 3)
 
 
-def test_refit_with_early_stopping_trains_for_the_folds_mean_epochs(uncompiled_experiment):
+def test_refit_with_early_stopping_on_the_test_fold_trains_for_the_folds_mean_epochs(uncompiled_experiment):
+    # With the default the refit monitors a part of all the data instead (tests/test_monitoring.py).
     stop = {"name": "early_stopping", "patience": 1, "monitor": "val_loss", "min_delta": 100.0}
     path = uncompiled_experiment(
-        grid={"units": [4]}, refit=True, fit={"epochs": 8, "batch_size": 16, "callbacks": [stop]}
+        grid={"units": [4]},
+        refit=True,
+        fit={"epochs": 8, "batch_size": 16, "callbacks": [stop], "monitor_test_fold": True},
     )
     gridcv.run_experiment(path)
     assert gridcv.load_folds(path)["epochs_run"].tolist() == [2, 2]

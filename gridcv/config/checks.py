@@ -43,6 +43,7 @@ def check_experiment(path: str | Path, spec: ExperimentSpec) -> None:
     _check_refit(path, spec.refit, spec.scorers())
     check_optimizer(path, "compile.optimizer", spec.compile.optimizer)
     _check_callbacks(path, spec.fit.callbacks)
+    _check_monitoring(path, spec)
 
 
 def check_splitter_arguments(path: str | Path, cv: dict[str, Any]) -> None:
@@ -227,6 +228,18 @@ def _check_refit(path: str | Path, refit: bool | str, scorers: list[str]) -> Non
             f"{path}: key 'refit' is {refit!r}, which is not one of the scorers in 'scoring' "
             f"({', '.join(scorers)}).{did_you_mean(refit, scorers)} Set refit to one of them, true (one scorer) "
             "or false."
+        )
+
+
+def _check_monitoring(path: str | Path, spec: ExperimentSpec) -> None:
+    """``fit.monitor_test_fold`` and ``fit.validation_split_from_train`` name different samples to monitor."""
+    fit = spec.fit
+    if fit.monitor_test_fold and fit.validation_split_from_train is not None:
+        raise ConfigError(
+            f"{path}: keys 'fit.monitor_test_fold' and 'fit.validation_split_from_train' are both set, but "
+            "callbacks monitor either each fold's test split or a part of its training split, not both. "
+            "Remove fit.monitor_test_fold to monitor a part of the training split (recommended: the test "
+            "split stays unseen until it is scored), or remove fit.validation_split_from_train."
         )
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from gridcv.config.checks import check_experiment, check_splitter_arguments
 from gridcv.config.explain import explain
-from gridcv.config.schema import ExperimentSpec
+from gridcv.config.schema import ExperimentSpec, FitSpec
 from gridcv.config.training import CompileSpec
 from gridcv.errors import ConfigError
 from gridcv.refs import Ref
@@ -76,13 +76,23 @@ class Experiment:
             "seed": [s.seed, s.deterministic],
             "data": s.data.model_dump(exclude={"prepare"}),
             "model": [s.model, _file_digest(self.model, self.base_dir)],
-            "fit": _without_new_defaults(s.fit, ("epochs", "batch_size", "shuffle")),
+            "fit": _without_new_defaults(s.fit, _FIRST_FIT_KEYS),
             "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],
             "scoring": s.scorers() + (["train", s.train_score_max_samples] if s.return_train_score else []),
         }
         if s.compile != CompileSpec():
             parts["compile"] = s.compile.model_dump()
         return {k: _digest(v) for k, v in parts.items()}
+
+
+# fit: keys of the first release; later keys (validation_split_from_train, monitor_test_fold, ...)
+# count only when set, so a folder started before they existed keeps its fingerprint.
+_FIRST_FIT_KEYS = ("epochs", "batch_size", "shuffle")
+
+
+def fit_fingerprint(fit: FitSpec) -> str:
+    """The ``fit`` entry of :meth:`Experiment.fingerprint` for a ``fit:`` section."""
+    return _digest(_without_new_defaults(fit, _FIRST_FIT_KEYS))
 
 
 def _without_new_defaults(section: BaseModel, original: tuple[str, ...]) -> dict[str, Any]:

@@ -26,7 +26,12 @@ class FitSpec(_Section):
     batch_size: PositiveInt = 32
     shuffle: bool = True
     callbacks: list[CallbackSpec] = []
+    # Share of each training split held out for callbacks to monitor; None: 0.1 when a callback
+    # is present (gridcv.monitoring.DEFAULT_FRACTION). The default stays None, not 0.1: the
+    # fingerprint leaves out keys at their default, so a file that wrote 0.1 keeps its fingerprint.
     validation_split_from_train: float | None = Field(default=None, gt=0.0, lt=1.0)
+    # Callbacks monitor the test fold, as gridcv did before: optimistic scores, with a warning.
+    monitor_test_fold: bool = False
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
 
     @field_validator("callbacks", mode="before")

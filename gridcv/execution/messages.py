@@ -144,7 +144,8 @@ class FoldOutcome:
         info: What else the fold reports: ``precision``, ``effective_batch_size``,
             ``best_epoch`` and ``stopped_epoch`` (1-based), ``monitor``,
             ``history_best`` (best value of each Keras metric), ``train_scores``,
-            ``model_path``.
+            ``model_path``; the runner adds ``n_fit_samples``, ``n_monitored_samples``
+            and ``monitored`` (see :func:`gridcv.run.jobs.monitoring_info`).
     """
 
     task_id: str

@@ -1,10 +1,10 @@
 """Building the job a worker runs, for a fold of the plan and for the refit alike. No Keras.
 
 What a fold trains on, monitors and is scored on is decided here, in the
-parent, from the plan: the worker gets index arrays and trains what it is
-given. The sample choices (monitoring split, train-score sample) are pure
-functions of the fold's indices and seed, so a resumed fold makes the same
-choices.
+parent, from the plan and the folder's :class:`~gridcv.monitoring.Monitoring`:
+the worker gets index arrays and trains what it is given. The sample choices
+(monitoring split, train-score sample) are pure functions of the fold's
+indices and seed, so a resumed fold makes the same choices.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from gridcv.config import Experiment, ExperimentSpec
+from gridcv.errors import ConfigError
 from gridcv.execution.messages import DataRef, FoldJob, TrainingOptions
+from gridcv.monitoring import Monitored, Monitoring
 from gridcv.plan import FoldTask, Plan, fold_batch_size, monitoring_split, train_score_sample
 
 
@@ -72,21 +74,23 @@ def build_job(
     batch: int,
     accumulation: int,
     attempt: int,
+    monitoring: Monitoring,
 ) -> FoldJob:
     """The job of one attempt at a task.
 
     Args:
         experiment: The validated experiment.
-        plan: The plan (its labels decide stratified monitoring splits).
+        plan: The plan (its labels and groups decide monitoring splits).
         work: The task and the samples it trains and is scored on.
         folder: The results folder (checkpoints, models, logs).
         batch: Batch size of this attempt.
         accumulation: Gradient accumulation steps of this attempt.
         attempt: The attempt's number (1 for the first).
+        monitoring: What the folder's folds monitor.
     """
     spec = experiment.spec
     task = work.task
-    fit_idx, monitor_idx = fit_and_monitor(spec, plan.labels, work)
+    fit_idx, monitor_idx = fit_and_monitor(monitoring, plan, work)
     return FoldJob(
         task=task,
         fit_idx=fit_idx,
@@ -108,17 +112,50 @@ def build_job(
     )
 
 
-def fit_and_monitor(spec: ExperimentSpec, labels: np.ndarray, work: Assignment) -> tuple[np.ndarray, np.ndarray]:
+def fit_and_monitor(monitoring: Monitoring, plan: Plan, work: Assignment) -> tuple[np.ndarray, np.ndarray]:
     """Indices to train on and to monitor on (empty when nothing is monitored).
 
-    Callbacks monitor the fold's validation split, or a part of the training
-    split held out when ``validation_split_from_train`` is set.
+    By default callbacks monitor a part held out of the training split (of every
+    sample, for the refit); with ``fit.monitor_test_fold`` the fold's test split
+    (nothing, for the refit, which has none).
     """
-    split = spec.fit.validation_split_from_train
-    if split is not None:
-        return monitoring_split(work.train_idx, labels, split, work.task.seed)
-    monitored = bool(spec.fit.callbacks)
-    return work.train_idx, (work.test_idx if monitored else work.test_idx[:0])
+    if monitoring.monitored is Monitored.TRAIN_SPLIT:
+        assert monitoring.fraction is not None
+        groups = plan.groups if monitoring.by_group else None
+        return monitoring_split(work.train_idx, plan.labels, monitoring.fraction, work.task.seed, groups)
+    if monitoring.monitored is Monitored.TEST_FOLD:
+        return work.train_idx, work.test_idx
+    return work.train_idx, work.test_idx[:0]
+
+
+def check_monitoring(spec: ExperimentSpec, plan: Plan, monitoring: Monitoring, where: str) -> None:
+    """Every fold can hold whole groups out of its training split to monitor, when it must.
+
+    Raises:
+        ConfigError: A fold's training split holds a single group.
+    """
+    if monitoring.monitored is not Monitored.TRAIN_SPLIT or not monitoring.by_group or plan.groups is None:
+        return
+    for fold, (train_idx, _) in enumerate(plan.splits):
+        present = np.unique(plan.groups[train_idx])
+        if len(present) < 2:
+            only = present[0].item()
+            raise ConfigError(
+                f"{where}: fold {fold}'s training split holds samples of only one group ({only!r}), so no "
+                "group can be held out of it for fit.callbacks to monitor (a part of each training split, kept "
+                f"apart by group because cv.splitter {spec.cv.splitter} uses groups). Give the data more groups "
+                "or lower cv.n_splits, or remove fit.callbacks."
+            )
+
+
+def monitoring_info(job: FoldJob, monitoring: Monitoring) -> dict[str, Any]:
+    """What a fold's row records of its samples: how many it trained on and monitored, and which."""
+    monitored = len(job.monitor_idx)
+    return {
+        "n_fit_samples": len(job.fit_idx),
+        "n_monitored_samples": monitored,
+        "monitored": monitoring.monitored.value if monitored else None,
+    }
 
 
 def training_options(experiment: Experiment, folder: Path, work: Assignment) -> TrainingOptions:

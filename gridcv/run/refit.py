@@ -24,11 +24,15 @@ from gridcv.config import Experiment, ExperimentSpec
 from gridcv.cv_results import best_index, by_candidate, cv_results, scorer_keys
 from gridcv.errors import RunStopped
 from gridcv.execution.messages import FoldOutcome
+from gridcv.monitoring import Monitored, Monitoring
 from gridcv.plan import Plan, content_id, refit_task
 from gridcv.results import BEST_JSON, BEST_MODEL
 from gridcv.run.jobs import Assignment, candidate_epochs
 from gridcv.store import FoldRow, FoldStatus, ResultStore
 from gridcv.store.failures import store_error
+
+# What best_model.json's "refit" entry takes from the refit's info.
+_REFIT_INFO = ("precision", "effective_batch_size", "train_scores", "n_fit_samples", "n_monitored_samples", "monitored")
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Refit:
                 "batch_size": outcome.batch_size,
                 "accumulation_steps": outcome.accumulation_steps,
                 "n_samples": len(self.work.train_idx),
-                **{k: outcome.info.get(k) for k in ("precision", "effective_batch_size", "train_scores")},
+                **{k: outcome.info.get(k) for k in _REFIT_INFO},
             },
             "model": BEST_MODEL,
         }
@@ -69,8 +73,12 @@ class Refit:
             raise store_error(folder, exc, f"writing {BEST_JSON}") from None
 
 
-def plan_refit(experiment: Experiment, plan: Plan, store: ResultStore, folder: Path) -> Refit | None:
+def plan_refit(
+    experiment: Experiment, plan: Plan, store: ResultStore, folder: Path, monitoring: Monitoring
+) -> Refit | None:
     """The refit still to run, or None when it is off or already done.
+
+    It monitors as the folder's folds did (see :func:`refit_epochs`).
 
     Raises:
         RunStopped: No candidate has a score on every fold, so none can be refit.
@@ -89,7 +97,7 @@ def plan_refit(experiment: Experiment, plan: Plan, store: ResultStore, folder: P
             "so there is no best candidate to refit. Fix the failures and run with --retry-failed."
         )
     params = dict(results["params"][best])
-    epochs = refit_epochs(spec, rows, content_id(params), params)
+    epochs = refit_epochs(spec, rows, content_id(params), params, monitoring)
     if _already_refit(store, folder, content_id(params), scorer):
         return None
     task = refit_task(spec, params, best, epochs, _generation(store, spec, params, best, epochs))
@@ -130,17 +138,21 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def refit_epochs(spec: ExperimentSpec, rows: list[FoldRow], candidate_id: str, params: dict[str, Any]) -> int:
+def refit_epochs(
+    spec: ExperimentSpec, rows: list[FoldRow], candidate_id: str, params: dict[str, Any], monitoring: Monitoring
+) -> int:
     """Epochs of the refit.
 
-    The candidate's epochs, except when early stopping chose them per fold and
-    the refit has nothing to monitor (no ``validation_split_from_train``):
-    then the mean over its folds of the epochs whose weights were kept (the
-    best epoch with ``restore_best_weights``, else the epochs run).
+    When the folds monitored a part of their training split, the refit monitors
+    the same share of all the data and its own early stopping decides: the
+    candidate's epochs. When they monitored the test fold, the refit has nothing
+    to monitor, so if early stopping chose the folds' epochs the refit trains for
+    the mean over its folds of the epochs whose weights were kept (the best epoch
+    with ``restore_best_weights``, else the epochs run).
     """
     configured = candidate_epochs(spec, params)
     stopping = [c for c in spec.fit.callbacks if c.name == "early_stopping"]
-    if not stopping or spec.fit.validation_split_from_train is not None:
+    if not stopping or monitoring.monitored is Monitored.TRAIN_SPLIT:
         return configured
     restore = bool(stopping[0].kwargs().get("restore_best_weights", False))
     mine = [r for r in rows if r.candidate_id == candidate_id and r.status is FoldStatus.DONE]

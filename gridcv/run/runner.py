@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,18 @@ from gridcv.config import ExecutionSpec, Experiment, load_experiment
 from gridcv.data import open_source, prepare_data
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped, UserError
 from gridcv.execution import Executor, FoldOutcome, OutcomeKind, make_executor
+from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import REFIT_FOLD, Plan, make_plan
 from gridcv.run.checks import check_compatible, check_folder, execution_spec, move_aside
-from gridcv.run.jobs import Assignment, base_batch, build_job, fold_assignment, requested_accumulation
+from gridcv.run.jobs import (
+    Assignment,
+    base_batch,
+    build_job,
+    check_monitoring,
+    fold_assignment,
+    monitoring_info,
+    requested_accumulation,
+)
 from gridcv.run.policy import Stop, decide, retry_shape
 from gridcv.run.progress import Reporter, SilentReporter
 from gridcv.run.refit import plan_refit
@@ -80,6 +89,7 @@ class _Run:
     executor: Executor
     execution: ExecutionSpec
     reporter: Reporter
+    monitoring: Monitoring
 
 
 def run_experiment(path: str | Path, options: RunOptions | None = None, reporter: Reporter | None = None) -> RunSummary:
@@ -109,13 +119,14 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
     plan = make_plan(spec, source.labels(), source.groups(), experiment.where)
     folder = experiment.output_dir(options.output)
     experiment.model.check(experiment.base_dir, experiment.where)
-    check_folder(folder, experiment, options.restart)
+    monitoring = check_folder(folder, experiment, options.restart, plan.grouped)
+    check_monitoring(spec, plan, monitoring, experiment.where)
 
     reporter.message(f"checking the model builder {spec.model} ...")
     executor = make_executor(execution, spec.deterministic, None if options.debug else folder / "logs")
     try:
         first = fold_assignment(spec, plan, plan.tasks[0])
-        executor.check(build_job(experiment, plan, first, folder, spec.fit.batch_size, 1, 0))
+        executor.check(build_job(experiment, plan, first, folder, spec.fit.batch_size, 1, 0, monitoring))
         if options.restart and (aside := move_aside(folder)) is not None:
             reporter.message(f"moved the previous results to {aside}")
         _make_folder(folder)
@@ -124,7 +135,8 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
         try:
             executor.set_log_dir(folder / "logs")
             with ResultStore.open(folder, create=True) as store:
-                return _run(_Run(experiment, plan, folder, store, executor, execution, reporter), options)
+                run = _Run(experiment, plan, folder, store, executor, execution, reporter, monitoring)
+                return _run(run, options)
         finally:
             lock.release()
     finally:
@@ -132,8 +144,9 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
 
 
 def _run(run: _Run, options: RunOptions) -> RunSummary:
+    reclaimed, monitoring = _start(run, options)
+    run = replace(run, monitoring=monitoring)
     experiment, plan, store, folder = run.experiment, run.plan, run.store, run.folder
-    reclaimed = _start(run, options)
     statuses = store.statuses()
     done_before = sum(1 for t in plan.tasks if statuses[t.task_id].is_finished())
     run.reporter.begin(experiment.spec.name, len(plan.tasks), done_before, len(plan.candidates), plan.n_splits)
@@ -153,12 +166,14 @@ def _run(run: _Run, options: RunOptions) -> RunSummary:
     return RunSummary(folder=folder, counts=store.counts(), attempts=attempts, reclaimed=reclaimed)
 
 
-def _start(run: _Run, options: RunOptions) -> tuple[str, ...]:
-    """Records the experiment and its plan in the store; takes back folds a dead run left running."""
+def _start(run: _Run, options: RunOptions) -> tuple[tuple[str, ...], Monitoring]:
+    """Records the experiment, its plan and what its folds monitor in the store; takes back folds
+    a dead run left running. Returns those folds and what the folder's folds monitor."""
     experiment, plan, store = run.experiment, run.plan, run.store
     spec = experiment.spec
-    check_compatible(store, experiment, run.folder)
+    monitoring = check_compatible(store, experiment, run.folder, plan.grouped)  # under the lock: authoritative
     store.set_meta(
+        **{META_KEY: monitoring.as_meta()},
         name=spec.name,
         fingerprint=experiment.fingerprint(),
         scoring=spec.scoring,
@@ -175,9 +190,11 @@ def _start(run: _Run, options: RunOptions) -> tuple[str, ...]:
     reclaimed = tuple(store.reclaim_stale())
     if reclaimed:
         run.reporter.message(f"taking back {len(reclaimed)} fold(s) left running by a run that ended")
+    if (note := monitoring.run_message(run.folder, plan.grouped)) is not None:
+        run.reporter.message(note)
     if options.retry_failed:
         store.reset_failed()
-    return reclaimed
+    return reclaimed, monitoring
 
 
 def _fail_if_every_fold_failed(run: _Run) -> None:
@@ -206,7 +223,7 @@ def _refit(run: _Run) -> int:
     pending = any(s is FoldStatus.PENDING for t, s in store.statuses().items() if t in planned)
     if run.experiment.spec.refit_scorer() is None or pending:
         return 0
-    refit = plan_refit(run.experiment, run.plan, store, folder)
+    refit = plan_refit(run.experiment, run.plan, store, folder, run.monitoring)
     if refit is None:
         return 0
     task = refit.work.task
@@ -239,10 +256,11 @@ def _run_task(run: _Run, work: Assignment, on_done: Callable[[FoldOutcome], None
         accumulation *= requested_accumulation(experiment.spec, task.params) or 1
         attempt = store.mark_running(task.task_id, batch, accumulation)
         made += 1
-        job = build_job(experiment, run.plan, work, folder, batch, accumulation, attempt)
+        job = build_job(experiment, run.plan, work, folder, batch, accumulation, attempt, run.monitoring)
         run.reporter.fold_started(task, attempt, batch)
         try:
             outcome = run.executor.run(job)
+            outcome = replace(outcome, info={**outcome.info, **monitoring_info(job, run.monitoring)})
         except KeyboardInterrupt:
             outcome = FoldOutcome(
                 task.task_id,
