@@ -27,6 +27,11 @@ def test_training_options_example_runs_and_refits(tmp_path):
     gridcv.run_experiment(path)
     results = gridcv.load_results(path)
     assert {"mean_test_f1_macro", "mean_train_accuracy"} <= set(results.columns)
+    assert results.attrs["warnings"] == []
+    folds = gridcv.load_folds(path)  # callbacks monitor a tenth of each 1,198-image training split
+    assert folds["monitored"].tolist() == ["train_split"] * 3
+    assert folds["n_monitored_samples"].tolist() == [120] * 3 and folds["n_fit_samples"].tolist() == [1078] * 3
     summary = json.loads((tmp_path / "results" / "best_model.json").read_text())
     assert summary["refit_scorer"] == "f1_macro" and summary["refit"]["n_samples"] == 1797
+    assert (summary["refit"]["n_fit_samples"], summary["refit"]["n_monitored_samples"]) == (1617, 180)
     assert gridcv.load_best_model(tmp_path / "results").output_shape == (None, 10)
