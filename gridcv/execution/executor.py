@@ -1,8 +1,15 @@
-"""Executors: where folds run, behind one small interface.
+"""Executors: where folds run, behind one small interface of slots and events.
+
+An executor has a number of slots, each training one fold at a time. The
+runner starts a job on a free slot and polls for events: a
+:class:`~gridcv.execution.messages.Progress` when a fold finished an epoch,
+a :class:`~gridcv.execution.messages.Finished` when an attempt ended,
+whatever happened (a worker always reports back; a worker that cannot,
+because it died, is reported for). The runner alone writes the store.
 
 :class:`~gridcv.execution.processes.ProcessExecutor` runs folds in worker
 processes; :class:`InlineExecutor` runs them in this process, for debugging
-and notebooks. Both always return a :class:`FoldOutcome`.
+and notebooks.
 """
 
 from __future__ import annotations
@@ -11,23 +18,32 @@ from pathlib import Path
 from typing import Protocol
 
 from gridcv.config.schema import ExecutionSpec
-from gridcv.execution.messages import FoldJob, FoldOutcome
+from gridcv.execution.messages import EpochEnded, Event, Finished, FoldJob, Progress
 from gridcv.execution.worker import attempt_fold, clear_stop_request, request_stop
 
 
 class Executor(Protocol):
-    """Runs fold jobs one at a time and always returns an outcome."""
+    """Runs fold jobs on its slots and reports what happens as events."""
+
+    @property
+    def slots(self) -> int:
+        """How many folds it trains at once."""
+        ...
 
     def check(self, job: FoldJob) -> None:
         """Builds the job's model once; raises the user error if the builder is broken."""
         ...
 
-    def run(self, job: FoldJob) -> FoldOutcome:
-        """Runs one fold to an outcome."""
+    def start(self, slot: int, job: FoldJob) -> None:
+        """Starts an attempt on a free slot (``0 <= slot < slots``)."""
+        ...
+
+    def poll(self, timeout: float) -> list[Event]:
+        """What happened since the last poll, waiting up to ``timeout`` seconds for something."""
         ...
 
     def request_stop(self) -> None:
-        """Asks the fold in flight to stop after its next checkpoint."""
+        """Asks every fold in flight to stop after its next checkpoint."""
         ...
 
     def close(self) -> None:
@@ -55,13 +71,19 @@ def make_executor(execution: ExecutionSpec, deterministic: bool, log_dir: Path |
 
 
 class InlineExecutor:
-    """Runs folds in the calling process (``isolation: inline``): no memory isolation."""
+    """Runs folds in the calling process (``isolation: inline``): one slot, no memory isolation.
+
+    :meth:`start` trains the fold to its end; its events come out of the next :meth:`poll`.
+    """
+
+    slots = 1
 
     def __init__(self, deterministic: bool) -> None:
         from gridcv.training.devices import enable_determinism
 
         enable_determinism(deterministic)
         self._folds = 0
+        self._events: list[Event] = []
         clear_stop_request()  # a Ctrl-C of an earlier inline run must not stop this one
 
     def check(self, job: FoldJob) -> None:
@@ -69,9 +91,18 @@ class InlineExecutor:
 
         check_builder(job)
 
-    def run(self, job: FoldJob) -> FoldOutcome:
+    def start(self, slot: int, job: FoldJob) -> None:
         self._folds += 1
-        return attempt_fold(job, "inline", self._folds)
+
+        def epoch_ended(epoch: EpochEnded) -> None:
+            self._events.append(Progress(slot, epoch))
+
+        outcome = attempt_fold(job, "inline", self._folds, epoch_ended)
+        self._events.append(Finished(slot, outcome))
+
+    def poll(self, timeout: float) -> list[Event]:
+        events, self._events = self._events, []
+        return events
 
     def request_stop(self) -> None:
         request_stop()

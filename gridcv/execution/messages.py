@@ -164,3 +164,41 @@ class FoldOutcome:
     worker_folds: int | None = None
     resumed_from_epoch: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochEnded:
+    """A fold finished an epoch and its checkpoint is on disk (sent by the worker as it trains).
+
+    Attributes:
+        task_id: The fold task.
+        epoch: Epochs completed, this one included (1-based).
+        epochs: Epochs the fold trains for.
+        logs: Keras's logs of the epoch (loss, metrics, ``val_`` metrics).
+        resumed_from: Epochs restored from a checkpoint when this attempt started.
+    """
+
+    task_id: str
+    epoch: int
+    epochs: int
+    logs: dict[str, float] = field(default_factory=dict)
+    resumed_from: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """An executor's event: the fold on ``slot`` finished an epoch."""
+
+    slot: int
+    epoch: EpochEnded
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An executor's event: the attempt on ``slot`` ended, whatever happened; the slot is free again."""
+
+    slot: int
+    outcome: FoldOutcome
+
+
+Event = Progress | Finished

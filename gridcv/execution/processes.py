@@ -1,15 +1,16 @@
 """Worker processes: the only module that starts and stops them.
 
-:class:`ProcessExecutor` runs folds in one spawned worker at a time and
-replaces it when it dies, after ``folds_per_worker`` folds, or when its
-memory after a fold is above ``max_worker_memory``. A hand-written single
-worker was chosen over ``concurrent.futures`` (``max_tasks_per_child``) and
-loky because gridcv needs what they hide: the worker's pid (to sample and
-cap its memory during a fold), the fold that was running when it died and
-the signal that killed it, a way to ask it to stop after its next
-checkpoint, and replacement decided by memory rather than by count only.
-With one model at a time there is no pool to manage, so the plumbing stays
-small: a pipe, a process, and a loop that polls both.
+:class:`ProcessExecutor` has slots; each trains one fold at a time in a
+spawned worker process that it replaces when it dies, after
+``folds_per_worker`` folds, or when its memory after a fold is above
+``max_worker_memory``. Hand-written workers were chosen over
+``concurrent.futures`` (``max_tasks_per_child``) and loky because gridcv
+needs what they hide: each worker's pid (to sample and cap its memory during
+a fold), the fold that was running when it died and the signal that killed
+it, a way to ask it to stop after its next checkpoint, messages while a fold
+trains (epochs), and replacement decided by memory rather than by count
+only. The plumbing stays small: a pipe and a process per slot, and one
+``connection.wait`` over all of them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import replace
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from typing import Any
 from gridcv.config.schema import ExecutionSpec
 from gridcv.errors import BuilderError, DataError, UserError, WorkerStartError
 from gridcv.execution.memory import format_bytes, rss_of
-from gridcv.execution.messages import FoldJob, FoldOutcome, OutcomeKind
+from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
 from gridcv.execution.worker import STOP_SIGNAL
 
 _FATAL_TYPES: dict[str, type[UserError]] = {"BuilderError": BuilderError, "DataError": DataError}
@@ -60,12 +64,16 @@ class _Worker:
             return
         tag, _pid = self.receive(timeout=None)
         if tag != "ready":
-            where = f"; see {self.log_path}" if self.log_path else ""
-            raise WorkerStartError(
-                f"a gridcv worker process could not start (exit code {self.process.exitcode}){where}. Check that "
-                "TensorFlow imports in this environment: python -c 'import tensorflow'."
-            )
+            raise self.start_error()
         self.ready = True
+
+    def start_error(self) -> WorkerStartError:
+        """The error of a worker that died before it was ready."""
+        where = f"; see {self.log_path}" if self.log_path else ""
+        return WorkerStartError(
+            f"a gridcv worker process could not start (exit code {self.process.exitcode}){where}. Check that "
+            "TensorFlow imports in this environment: python -c 'import tensorflow'."
+        )
 
     @property
     def pid(self) -> int:
@@ -105,21 +113,164 @@ class _Worker:
         self.conn.close()
 
 
-class ProcessExecutor:
-    """Runs folds in a spawned worker process that it replaces as needed."""
+class _Slot:
+    """One place a fold trains: its worker (replaced as needed), a warm successor, the fold in flight."""
 
-    def __init__(self, execution: ExecutionSpec, deterministic: bool, log_dir: Path | None) -> None:
+    def __init__(self, index: int, spawn: Callable[[], _Worker], execution: ExecutionSpec, limit: int | None) -> None:
+        self.index = index
+        self._spawn = spawn
+        self.execution = execution
+        self.limit = limit
+        self.worker: _Worker | None = None
+        self.standby: _Worker | None = None  # warmed up while the current worker runs its last fold
+        self.job: FoldJob | None = None
+        self.peak = 0
+
+    def ensure_worker(self, wait: bool = True) -> _Worker:
+        """The slot's live worker: the current one, the warm successor, or a new one.
+
+        With ``wait=False`` it may still be importing TensorFlow; :meth:`receive`
+        hands it the fold when it says it is ready, so slots start side by side.
+        """
+        if self.worker is None or not self.worker.alive():
+            if self.worker is not None:
+                self.worker.stop(grace=0)
+            if self.standby is not None and self.standby.alive():
+                self.worker, self.standby = self.standby, None
+            else:
+                self.worker = self._spawn()
+        if wait:
+            self.worker.wait_ready()
+        return self.worker
+
+    def start(self, job: FoldJob) -> None:
+        worker = self.ensure_worker(wait=False)
+        worker.folds += 1
+        if worker.folds == self.execution.folds_per_worker and self.standby is None:
+            # This is the worker's last fold: its successor imports TensorFlow meanwhile
+            # (seconds of start-up that would otherwise be spent waiting).
+            self.standby = self._spawn()
+        self.job, self.peak = job, 0
+        if worker.ready:
+            worker.conn.send(("fold", job))
+
+    def receive(self) -> list[Event]:
+        """Every message the worker has sent, and its end if it died.
+
+        Raises:
+            WorkerStartError: The worker died before it was ready (TensorFlow did not import).
+        """
+        assert self.worker is not None and self.job is not None
+        worker = self.worker
+        events: list[Event] = []
+        while worker.conn.poll():
+            try:
+                tag, payload = worker.conn.recv()
+            except (EOFError, OSError):
+                break
+            if tag == "ready":
+                worker.ready = True
+                worker.conn.send(("fold", self.job))
+            elif tag == "epoch":
+                events.append(Progress(self.index, payload))
+            elif tag == "outcome":
+                return [*events, self._finished(payload)]
+        if not worker.alive() or worker.conn.closed:
+            if not worker.ready:
+                raise worker.start_error()
+            return [*events, self._died()]
+        return events
+
+    def sample_memory(self) -> Event | None:
+        """Samples the worker's memory; stops it (an OOM outcome) above ``max_worker_memory``."""
+        assert self.worker is not None
+        rss = self.worker.rss()
+        if rss is None:
+            return None
+        self.peak = max(self.peak, rss)
+        if self.limit is None or rss <= self.limit:
+            return None
+        self.worker.process.kill()
+        self.worker.process.join()
+        why = (
+            f"the worker reached {format_bytes(rss)}, above max_worker_memory ({format_bytes(self.limit)}); "
+            "it was stopped by gridcv's memory guard"
+        )
+        return self._lost(OutcomeKind.OOM, why)
+
+    def _finished(self, outcome: FoldOutcome) -> Finished:
+        assert self.worker is not None
+        worker = self.worker
+        outcome = replace(outcome, peak_rss=max(outcome.peak_rss or 0, self.peak) or None)
+        rss = worker.rss() or 0
+        too_big = self.limit is not None and rss > self.limit
+        too_old = self.execution.folds_per_worker is not None and worker.folds >= self.execution.folds_per_worker
+        if too_big or too_old:
+            worker.stop()
+            self.worker = None
+        self.job = None
+        return Finished(self.index, outcome)
+
+    def _died(self) -> Finished:
+        assert self.worker is not None
+        self.worker.process.join(5)
+        return self._lost(OutcomeKind.KILLED, _death(self.worker))
+
+    def _lost(self, kind: OutcomeKind, why: str) -> Finished:
+        assert self.worker is not None and self.job is not None
+        worker, job = self.worker, self.job
+        code = worker.process.exitcode
+        if kind is OutcomeKind.KILLED and code is not None and code != -signal.SIGKILL:
+            kind = OutcomeKind.ERROR  # a crash (segfault, abort) is not an OOM
+        worker.conn.close()
+        self.worker, self.job = None, None
+        outcome = FoldOutcome(
+            task_id=job.task.task_id,
+            kind=kind,
+            batch_size=job.batch_size,
+            accumulation_steps=job.accumulation_steps,
+            message=f"{why}; it had reached {format_bytes(self.peak)} resident",
+            peak_rss=self.peak or None,
+            worker_id=worker.id,
+            worker_folds=worker.folds,
+        )
+        return Finished(self.index, outcome)
+
+    def stop(self) -> None:
+        for worker in (self.worker, self.standby):
+            if worker is not None:
+                worker.stop()
+        self.worker = self.standby = self.job = None
+
+
+def _death(worker: _Worker) -> str:
+    code = worker.process.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        why = " (most likely the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"the worker was killed by {name}{why}"
+    return f"the worker exited with code {code}"
+
+
+class ProcessExecutor:
+    """Runs folds in spawned worker processes, one per slot, replaced as needed."""
+
+    def __init__(self, execution: ExecutionSpec, deterministic: bool, log_dir: Path | None, slots: int = 1) -> None:
         self.execution = execution
         self.deterministic = deterministic
-        self.max_worker_memory = int(execution.max_worker_memory) if execution.max_worker_memory else None
-        self._worker: _Worker | None = None
-        self._standby: _Worker | None = None  # warmed up while the current worker runs its last fold
+        limit = int(execution.max_worker_memory) if execution.max_worker_memory else None
+        self._slots = [_Slot(i, self._spawn, execution, limit) for i in range(slots)]
         self._started = 0
+        self._last_sample = 0.0
         # Until the results folder exists (it is not created before the builder is
         # checked), logs go to a temporary folder.
         self._log_dir = log_dir
         if log_dir is not None and not log_dir.is_dir():
             self._log_dir = Path(tempfile.mkdtemp(prefix="gridcv-logs-"))
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
 
     def _log_path(self, worker_id: str) -> Path | None:
         return None if self._log_dir is None else self._log_dir / f"worker-{worker_id}.log"
@@ -129,29 +280,19 @@ class ProcessExecutor:
             return
         folder.mkdir(parents=True, exist_ok=True)
         self._log_dir = folder
-        if self._worker is not None and self._worker.alive():
-            path = self._log_path(self._worker.id)
-            self._worker.conn.send(("log", str(path)))
-            self._worker.receive(timeout=None)
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is not None and worker.alive() and slot.job is None:
+                worker.conn.send(("log", str(self._log_path(worker.id))))
+                worker.receive(timeout=None)
 
     def _spawn(self) -> _Worker:
         self._started += 1
         worker_id = f"w{self._started}"
         return _Worker(worker_id, self.deterministic, self._log_path(worker_id))
 
-    def _ensure_worker(self) -> _Worker:
-        if self._worker is None or not self._worker.alive():
-            if self._worker is not None:
-                self._worker.stop(grace=0)
-            if self._standby is not None and self._standby.alive():
-                self._worker, self._standby = self._standby, None
-            else:
-                self._worker = self._spawn()
-        self._worker.wait_ready()
-        return self._worker
-
     def check(self, job: FoldJob) -> None:
-        worker = self._ensure_worker()
+        worker = self._slots[0].ensure_worker()
         worker.conn.send(("check", job))
         tag, payload = worker.receive(timeout=None)
         if tag == "fatal":
@@ -160,88 +301,35 @@ class ProcessExecutor:
         # A worker that died while building proves nothing about the builder (it may
         # have run out of memory); the folds will meet the same fate and record it.
 
-    def run(self, job: FoldJob) -> FoldOutcome:
-        worker = self._ensure_worker()
-        worker.folds += 1
-        if worker.folds == self.execution.folds_per_worker and self._standby is None:
-            # This is the worker's last fold: its successor imports TensorFlow meanwhile
-            # (seconds of start-up that would otherwise be spent waiting).
-            self._standby = self._spawn()
-        worker.conn.send(("fold", job))
-        peak = 0
-        limit = self.max_worker_memory
-        while True:
-            if worker.conn.poll(POLL_SECONDS):
-                try:
-                    tag, outcome = worker.conn.recv()
-                except EOFError:
-                    break
-                if tag == "outcome":
-                    return self._after_fold(worker, outcome, peak)
-                break
-            rss = worker.rss()
-            if rss is None or not worker.alive():
-                break
-            peak = max(peak, rss)
-            if limit is not None and rss > limit:
-                worker.process.kill()
-                worker.process.join()
-                self._worker = None
-                return self._lost(
-                    job,
-                    worker,
-                    OutcomeKind.OOM,
-                    peak,
-                    f"the worker reached {format_bytes(rss)}, above max_worker_memory "
-                    f"({format_bytes(limit)}); it was stopped by gridcv's memory guard",
-                )
-        worker.process.join(5)
-        self._worker = None
-        return self._lost(job, worker, OutcomeKind.KILLED, peak, self._death(worker))
+    def start(self, slot: int, job: FoldJob) -> None:
+        busy = self._slots[slot].job
+        if busy is not None:
+            raise RuntimeError(f"slot {slot} is busy with fold {busy.task.task_id}")
+        self._slots[slot].start(job)
 
-    def _after_fold(self, worker: _Worker, outcome: FoldOutcome, sampled_peak: int) -> FoldOutcome:
-        peak = max(outcome.peak_rss or 0, sampled_peak) or None
-        outcome = replace(outcome, peak_rss=peak)
-        rss = worker.rss() or 0
-        limit = self.max_worker_memory
-        too_big = limit is not None and rss > limit
-        too_old = self.execution.folds_per_worker is not None and worker.folds >= self.execution.folds_per_worker
-        if too_big or too_old:
-            worker.stop()
-            self._worker = None
-        return outcome
-
-    @staticmethod
-    def _death(worker: _Worker) -> str:
-        code = worker.process.exitcode
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name
-            why = " (most likely the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
-            return f"the worker was killed by {name}{why}"
-        return f"the worker exited with code {code}"
-
-    def _lost(self, job: FoldJob, worker: _Worker, kind: OutcomeKind, peak: int, why: str) -> FoldOutcome:
-        code = worker.process.exitcode
-        if kind is OutcomeKind.KILLED and code is not None and code not in (-signal.SIGKILL,):
-            kind = OutcomeKind.ERROR  # a crash (segfault, abort) is not an OOM
-        worker.conn.close()
-        return FoldOutcome(
-            task_id=job.task.task_id,
-            kind=kind,
-            batch_size=job.batch_size,
-            accumulation_steps=job.accumulation_steps,
-            message=f"{why}; it had reached {format_bytes(peak)} resident",
-            peak_rss=peak or None,
-            worker_id=worker.id,
-            worker_folds=worker.folds,
-        )
+    def poll(self, timeout: float) -> list[Event]:
+        busy = [s for s in self._slots if s.job is not None and s.worker is not None]
+        if not busy:
+            return []
+        handles: list[Any] = [s.worker.conn for s in busy if s.worker] + [
+            s.worker.process.sentinel for s in busy if s.worker
+        ]
+        wait(handles, timeout=min(timeout, POLL_SECONDS))
+        events: list[Event] = []
+        for slot in busy:
+            events += slot.receive()
+        if time.monotonic() - self._last_sample >= POLL_SECONDS:
+            self._last_sample = time.monotonic()
+            for slot in busy:
+                if slot.job is not None and (stopped := slot.sample_memory()) is not None:
+                    events.append(stopped)
+        return events
 
     def request_stop(self) -> None:
-        if self._worker is not None and self._worker.alive():
-            os.kill(self._worker.pid, STOP_SIGNAL)
+        for slot in self._slots:
+            if slot.job is not None and slot.worker is not None and slot.worker.alive():
+                os.kill(slot.worker.pid, STOP_SIGNAL)
 
     def close(self) -> None:
-        for worker in (self._worker, self._standby):
-            if worker is not None:
-                worker.stop()
-        self._worker = self._standby = None
+        for slot in self._slots:
+            slot.stop()

@@ -21,12 +21,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from gridcv.errors import BuilderError, DataError
-from gridcv.execution.messages import FoldJob, FoldOutcome, OutcomeKind
+from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
 from gridcv.store.failures import explain, os_problem
 
 STOP_SIGNAL = signal.SIGUSR1
@@ -64,8 +65,13 @@ def disk_problem(exc: BaseException, job: FoldJob) -> str | None:
     return explain(problem, folder, f"fold {job.task.task_id} saved its checkpoint or model", detail)
 
 
-def attempt_fold(job: FoldJob, worker_id: str, worker_folds: int) -> FoldOutcome:
-    """Runs one fold and turns whatever happens into an outcome; never raises."""
+def attempt_fold(
+    job: FoldJob, worker_id: str, worker_folds: int, on_epoch: Callable[[EpochEnded], None] | None = None
+) -> FoldOutcome:
+    """Runs one fold and turns whatever happens into an outcome; never raises.
+
+    ``on_epoch`` is called after each epoch's checkpoint (the worker sends it to the parent).
+    """
     from gridcv.training.fold import run_fold
 
     failed = FoldOutcome(
@@ -77,7 +83,7 @@ def attempt_fold(job: FoldJob, worker_id: str, worker_folds: int) -> FoldOutcome
         worker_folds=worker_folds,
     )
     try:
-        return run_fold(job, worker_id, worker_folds, should_stop=stop_requested)
+        return run_fold(job, worker_id, worker_folds, should_stop=stop_requested, on_epoch=on_epoch)
     except (BuilderError, DataError) as exc:
         return replace(failed, kind=OutcomeKind.FATAL, message=str(exc), error=traceback.format_exc())
     except BaseException as exc:
@@ -169,7 +175,7 @@ def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic
                 reply = ("fatal", (type(exc).__name__, str(exc), traceback.format_exc()))
         elif kind == "fold":
             folds += 1
-            reply = ("outcome", attempt_fold(payload, worker_id, folds))
+            reply = ("outcome", attempt_fold(payload, worker_id, folds, lambda e: conn.send(("epoch", e))))
         else:
             reply = ("error", f"unknown message {kind!r}")
         conn.send(reply)

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gridcv.execution.messages import FoldOutcome
+from gridcv.execution.messages import EpochEnded, FoldOutcome
 from gridcv.plan import REFIT_FOLD, FoldTask
 from gridcv.store import FoldStatus
 
@@ -34,6 +34,10 @@ class Reporter(Protocol):
 
     def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
         """A fold attempt starts."""
+        ...
+
+    def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
+        """A fold in flight finished (and checkpointed) an epoch."""
         ...
 
     def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
@@ -56,6 +60,9 @@ class SilentReporter:
         pass
 
     def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
+        pass
+
+    def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
         pass
 
     def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
@@ -86,6 +93,7 @@ class TerminalReporter:
             transient=False,
         )
         self._bar: TaskID | None = None
+        self._retry: dict[str, str] = {}
         self._n_candidates = 0
         self._n_splits = 0
 
@@ -97,13 +105,17 @@ class TerminalReporter:
         self._bar = self._progress.add_task("", total=total, completed=done, name=name)
 
     def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
-        retry = f" (attempt {attempt}, batch {batch_size})" if attempt > 1 else ""
+        self._retry[task.task_id] = f" (attempt {attempt}, batch {batch_size})" if attempt > 1 else ""
+        self._describe(self._where(task))
+
+    def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
+        self._describe(f"{self._where(task)} epoch {epoch.epoch}/{epoch.epochs}")
+
+    def _where(self, task: FoldTask) -> str:
+        retry = self._retry.get(task.task_id, "")
         if task.fold == REFIT_FOLD:
-            self._describe(f"refit of candidate {task.candidate_index + 1}{retry}")
-            return
-        self._describe(
-            f"candidate {task.candidate_index + 1}/{self._n_candidates} fold {task.fold + 1}/{self._n_splits}{retry}"
-        )
+            return f"refit of candidate {task.candidate_index + 1}{retry}"
+        return f"candidate {task.candidate_index + 1}/{self._n_candidates} fold {task.fold + 1}/{self._n_splits}{retry}"
 
     def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
         params = ", ".join(f"{k}={v}" for k, v in task.params.items())

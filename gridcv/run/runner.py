@@ -4,38 +4,29 @@ The runner decides nothing from memory that the store knows: what is left is
 read from the store fold by fold, and a retry's batch size is worked out from
 the attempts the store recorded, so a run killed at any moment and started
 again carries on from the same state. Folds and the refit go through one
-loop (:func:`_run_task`): one job builder, one policy.
+loop (:class:`~gridcv.run.loop.TaskLoop`): one job builder, one policy.
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gridcv.atomic import write_atomic
-from gridcv.config import ExecutionSpec, Experiment, load_experiment
+from gridcv.config import load_experiment
 from gridcv.data import open_source, prepare_data
-from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped, UserError
-from gridcv.execution import Executor, FoldOutcome, OutcomeKind, make_executor
+from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
+from gridcv.execution import Executor, make_executor
 from gridcv.monitoring import META_KEY, Monitoring
-from gridcv.plan import REFIT_FOLD, Plan, make_plan
+from gridcv.plan import make_plan
 from gridcv.run.checks import check_compatible, check_folder, execution_spec, move_aside
-from gridcv.run.jobs import (
-    Assignment,
-    base_batch,
-    build_job,
-    check_monitoring,
-    fold_assignment,
-    monitoring_info,
-    requested_accumulation,
-)
-from gridcv.run.policy import Stop, decide, retry_shape
+from gridcv.run.jobs import build_job, check_monitoring, fold_assignment
+from gridcv.run.loop import RunContext, TaskLoop, resume_hint
 from gridcv.run.progress import Reporter, SilentReporter
 from gridcv.run.refit import plan_refit
 from gridcv.store import FoldStatus, ResultStore, RunLock
@@ -76,20 +67,6 @@ class RunSummary:
     def total(self) -> int:
         """Folds in the store."""
         return sum(self.counts.values())
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What one run works with, passed around as one value."""
-
-    experiment: Experiment
-    plan: Plan
-    folder: Path
-    store: ResultStore
-    executor: Executor
-    execution: ExecutionSpec
-    reporter: Reporter
-    monitoring: Monitoring
 
 
 def run_experiment(path: str | Path, options: RunOptions | None = None, reporter: Reporter | None = None) -> RunSummary:
@@ -135,7 +112,7 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
         try:
             executor.set_log_dir(folder / "logs")
             with ResultStore.open(folder, create=True) as store:
-                run = _Run(experiment, plan, folder, store, executor, execution, reporter, monitoring)
+                run = RunContext(experiment, plan, folder, store, executor, execution, reporter, monitoring)
                 return _run(run, options)
         finally:
             lock.release()
@@ -143,7 +120,7 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
         executor.close()
 
 
-def _run(run: _Run, options: RunOptions) -> RunSummary:
+def _run(run: RunContext, options: RunOptions) -> RunSummary:
     reclaimed, monitoring = _start(run, options)
     run = replace(run, monitoring=monitoring)
     experiment, plan, store, folder = run.experiment, run.plan, run.store, run.folder
@@ -153,20 +130,16 @@ def _run(run: _Run, options: RunOptions) -> RunSummary:
     attempts = 0
     try:
         with _stop_on_signals(run.executor, run.reporter) as stop:
-            for task in plan.tasks:
-                if store.status_of(task.task_id).is_finished():
-                    continue
-                if stop.is_set():
-                    raise RunInterrupted(_resume_hint(experiment, folder))
-                attempts += _run_task(run, fold_assignment(experiment.spec, plan, task))
+            folds = [fold_assignment(experiment.spec, plan, task) for task in plan.tasks]
+            attempts += TaskLoop(run, stop).run_all(folds)
             _fail_if_every_fold_failed(run)
-            attempts += _refit(run)
+            attempts += _refit(run, stop)
     finally:
         run.reporter.end()  # stops the live display, however the loop ended
     return RunSummary(folder=folder, counts=store.counts(), attempts=attempts, reclaimed=reclaimed)
 
 
-def _start(run: _Run, options: RunOptions) -> tuple[tuple[str, ...], Monitoring]:
+def _start(run: RunContext, options: RunOptions) -> tuple[tuple[str, ...], Monitoring]:
     """Records the experiment, its plan and what its folds monitor in the store; takes back folds
     a dead run left running. Returns those folds and what the folder's folds monitor."""
     experiment, plan, store = run.experiment, run.plan, run.store
@@ -197,7 +170,7 @@ def _start(run: _Run, options: RunOptions) -> tuple[tuple[str, ...], Monitoring]
     return reclaimed, monitoring
 
 
-def _fail_if_every_fold_failed(run: _Run) -> None:
+def _fail_if_every_fold_failed(run: RunContext) -> None:
     planned = {t.task_id for t in run.plan.tasks}
     rows = [r for r in run.store.fold_rows() if r.task_id in planned]
     if rows and all(r.status is FoldStatus.FAILED for r in rows):
@@ -216,7 +189,7 @@ def _make_folder(folder: Path) -> None:
         raise store_error(folder, exc, "creating the results folder") from None
 
 
-def _refit(run: _Run) -> int:
+def _refit(run: RunContext, stop: threading.Event) -> int:
     """Refits the best candidate once every fold is finished; returns attempts made."""
     store, folder = run.store, run.folder
     planned = {t.task_id for t in run.plan.tasks}
@@ -231,7 +204,9 @@ def _refit(run: _Run) -> int:
     run.reporter.message(
         f"refitting the best candidate by {refit.scorer} ({dict(task.params)}) on all {run.plan.n_samples} samples"
     )
-    made = _run_task(run, refit.work, on_done=lambda outcome: refit.write_summary(folder, outcome))
+    if stop.is_set():
+        raise RunInterrupted(resume_hint(run.experiment.path, folder))
+    made = TaskLoop(run, stop, on_done=lambda outcome: refit.write_summary(folder, outcome)).run_all([refit.work])
     if store.status_of(task.task_id) is FoldStatus.FAILED:
         message = store.attempts_of(task.task_id)[-1].message
         raise RunStopped(
@@ -239,71 +214,6 @@ def _refit(run: _Run) -> int:
             "complete. Run again with --retry-failed to retry the refit from its last checkpoint."
         )
     return made
-
-
-def _run_task(run: _Run, work: Assignment, on_done: Callable[[FoldOutcome], None] | None = None) -> int:
-    """Attempts one task until it is finished (or the run must stop); returns attempts made.
-
-    ``on_done`` runs after a successful attempt and before it is recorded, so a
-    done task implies whatever it wrote (the refit's ``best_model.json``).
-    """
-    experiment, store, folder = run.experiment, run.store, run.folder
-    task = work.task
-    made = 0
-    while True:
-        earlier = store.attempts_of(task.task_id)
-        batch, accumulation = retry_shape(base_batch(experiment.spec, task.params), earlier)
-        accumulation *= requested_accumulation(experiment.spec, task.params) or 1
-        attempt = store.mark_running(task.task_id, batch, accumulation)
-        made += 1
-        job = build_job(experiment, run.plan, work, folder, batch, accumulation, attempt, run.monitoring)
-        run.reporter.fold_started(task, attempt, batch)
-        try:
-            outcome = run.executor.run(job)
-            outcome = replace(outcome, info={**outcome.info, **monitoring_info(job, run.monitoring)})
-        except KeyboardInterrupt:
-            outcome = FoldOutcome(
-                task.task_id,
-                OutcomeKind.INTERRUPTED,
-                batch_size=batch,
-                accumulation_steps=accumulation,
-                message="stopped at once by a second Ctrl-C",
-            )
-            store.record(outcome, FoldStatus.PENDING)
-            raise _stop_error(run, work, outcome, Stop.INTERRUPTED) from None
-        decision = decide(outcome, earlier, run.execution)
-        if decision.status is FoldStatus.DONE and on_done is not None:
-            on_done(outcome)
-        store.record(outcome, decision.status)
-        run.reporter.fold_finished(task, outcome, decision.status)
-        if decision.status is FoldStatus.DONE:
-            shutil.rmtree(folder / "checkpoints" / task.task_id, ignore_errors=True)
-        if decision.stop is not None:
-            raise _stop_error(run, work, outcome, decision.stop)
-        if decision.status.is_finished():
-            return made
-
-
-def _stop_error(run: _Run, work: Assignment, outcome: FoldOutcome, stop: Stop) -> Exception:
-    """The exception that stops the run, with the message the user needs."""
-    experiment = run.experiment
-    if stop is Stop.INTERRUPTED:
-        if work.task.fold == REFIT_FOLD:
-            return RunInterrupted(f"Stopped during the refit; run `gridcv run {experiment.path}` again to resume it.")
-        return RunInterrupted(_resume_hint(experiment, run.folder))
-    if stop is Stop.USER_ERROR:
-        return UserError(outcome.message or "the model builder failed")
-    return RunStopped(
-        f"fold {outcome.task_id} ran out of memory ({outcome.message}) and execution.on_oom "
-        "is 'stop'. Lower the batch size or raise the memory limit, then run again to resume."
-    )
-
-
-def _resume_hint(experiment: Experiment, folder: Path) -> str:
-    return (
-        f"finished folds are saved in {folder} and the fold in flight resumes from its last "
-        f"checkpoint. Run `gridcv run {experiment.path}` again to continue."
-    )
 
 
 @contextmanager

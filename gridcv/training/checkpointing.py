@@ -56,7 +56,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     It must be the last callback: its ``on_train_begin`` restores the other
     callbacks' state after theirs reset it, and its ``on_epoch_end`` saves
-    their state after they updated it.
+    their state after they updated it. ``on_saved`` hears of each saved epoch.
     """
 
     def __init__(
@@ -65,9 +65,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state: TrainingState,
         should_stop: Callable[[], bool],
         callbacks: list[keras.callbacks.Callback] | None = None,
+        on_saved: Callable[[TrainingState, dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
         self.folder = folder
+        self.on_saved = on_saved
         self.state = TrainingState(
             state.epoch,
             {k: list(v) for k, v in state.history.items()},
@@ -96,5 +98,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         variables = training_variables(self.model)
         arrays = [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
         save_checkpoint(self.folder, self.state, arrays, variables_signature(variables))
+        if self.on_saved is not None:
+            self.on_saved(self.state, {k: float(v) for k, v in (logs or {}).items()})
         if self.should_stop():
             self.model.stop_training = True

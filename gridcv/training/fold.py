@@ -16,7 +16,7 @@ import keras
 
 from gridcv.data.sources import Source, open_source
 from gridcv.execution.memory import peak_rss, reset_peak_rss
-from gridcv.execution.messages import FoldJob, FoldOutcome, OutcomeKind
+from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
 from gridcv.store.checkpoints import TrainingState
 from gridcv.training.batches import EpochCursor, IndexBatches, training_batches, validation_batches
 from gridcv.training.building import build_model, release_memory
@@ -46,6 +46,7 @@ def run_fold(
     worker_id: str = "inline",
     worker_folds: int = 1,
     should_stop: Callable[[], bool] = lambda: False,
+    on_epoch: Callable[[EpochEnded], None] | None = None,
 ) -> FoldOutcome:
     """Trains and scores one fold, resuming from its last checkpoint if it has one.
 
@@ -55,6 +56,7 @@ def run_fold(
         worker_folds: How many folds this worker has run, this one included.
         should_stop: Polled after each epoch's checkpoint; True stops training and
             returns an INTERRUPTED outcome (the fold resumes from that checkpoint).
+        on_epoch: Told of each epoch once its checkpoint is saved.
 
     Returns:
         A DONE outcome with scores and timings, or INTERRUPTED.
@@ -70,7 +72,7 @@ def run_fold(
     keras.mixed_precision.set_dtype_policy(job.training.precision)
     try:
         fold = prepare(job)
-        final = fit(job, fold, should_stop)
+        final = fit(job, fold, should_stop, on_epoch)
         trained = FoldOutcome(
             task_id=job.task.task_id,
             kind=OutcomeKind.INTERRUPTED,
@@ -106,10 +108,20 @@ def prepare(job: FoldJob) -> PreparedFold:
     return PreparedFold(source, model, train, monitor, callbacks, restored)
 
 
-def fit(job: FoldJob, fold: PreparedFold, should_stop: Callable[[], bool]) -> TrainingState:
+def fit(
+    job: FoldJob,
+    fold: PreparedFold,
+    should_stop: Callable[[], bool],
+    on_epoch: Callable[[EpochEnded], None] | None = None,
+) -> TrainingState:
     """Trains from the restored epoch to the last, checkpointing every epoch; returns the final state."""
     state = fold.restored
-    checkpoint = EpochCheckpoint(job.checkpoint_dir, state, should_stop, fold.callbacks)
+
+    def saved(now: TrainingState, logs: dict[str, float]) -> None:
+        if on_epoch is not None:
+            on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch))
+
+    checkpoint = EpochCheckpoint(job.checkpoint_dir, state, should_stop, fold.callbacks, saved)
     last = state.epoch if state.extra.get("stopped_early") else job.epochs
     first = min(state.epoch, last)
     # fit runs even with no epoch left, so that callbacks' on_train_end runs on a

@@ -1,0 +1,196 @@
+"""Driving the executor's slots: tasks start in plan order, events come back, the store records them.
+
+The parent process is the only writer of the store: a task is marked running
+when it is handed to a slot, and its outcome is decided (by
+:mod:`gridcv.run.policy`) and recorded in one transaction when it comes back.
+A task to retry goes back to the front of the queue, so with one slot the
+order is exactly that of a plain loop over the plan. When the run must stop
+(Ctrl-C, a user error, ``on_oom: stop``), no new task starts, every fold in
+flight is asked to stop after its checkpoint, and the first reason to stop
+is raised once they have all reported back.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gridcv.config import ExecutionSpec, Experiment
+from gridcv.errors import RunInterrupted, RunStopped, UserError
+from gridcv.execution import Executor
+from gridcv.execution.messages import Finished, FoldOutcome, OutcomeKind, Progress
+from gridcv.monitoring import Monitoring
+from gridcv.plan import REFIT_FOLD, Plan
+from gridcv.run.jobs import Assignment, base_batch, build_job, monitoring_info, requested_accumulation
+from gridcv.run.policy import Decision, Stop, decide, retry_shape
+from gridcv.run.progress import Reporter
+from gridcv.store import AttemptRow, FoldStatus, ResultStore
+
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What one run works with, passed around as one value."""
+
+    experiment: Experiment
+    plan: Plan
+    folder: Path
+    store: ResultStore
+    executor: Executor
+    execution: ExecutionSpec
+    reporter: Reporter
+    monitoring: Monitoring
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """An attempt handed to a slot: what it runs, the attempts before it, what its row records of its samples."""
+
+    work: Assignment
+    attempt: int
+    batch: int
+    accumulation: int
+    earlier: tuple[AttemptRow, ...]
+    samples: dict[str, Any]
+
+
+class TaskLoop:
+    """Runs tasks on the executor's slots until each is finished or the run must stop.
+
+    Args:
+        run: What the run works with (experiment, plan, folder, store, executor, reporter).
+        stop: Set by the first Ctrl-C or SIGTERM: start nothing new, let folds checkpoint.
+        on_done: Runs after a successful attempt and before it is recorded, so a done
+            task implies whatever it wrote (the refit's ``best_model.json``).
+    """
+
+    def __init__(
+        self, run: RunContext, stop: threading.Event, on_done: Callable[[FoldOutcome], None] | None = None
+    ) -> None:
+        self.run = run
+        self.stop = stop
+        self.on_done = on_done
+        self.in_flight: dict[int, InFlight] = {}
+        self.attempts = 0
+
+    def run_all(self, works: Iterable[Assignment]) -> int:
+        """Runs every unfinished task of ``works``; returns the attempts made.
+
+        Raises:
+            RunInterrupted: Ctrl-C or SIGTERM (folds in flight were checkpointed first).
+            UserError: A fold hit an error every fold would hit.
+            RunStopped: ``on_oom: stop``.
+        """
+        queue = deque(works)
+        stopping: Exception | None = None
+        try:
+            while True:
+                self._fill(queue, stopping)
+                if not self.in_flight:
+                    break
+                for event in self.run.executor.poll(POLL_SECONDS):
+                    reason = self._handle(event, queue)
+                    if reason is not None and stopping is None:
+                        stopping = reason
+                        self.run.executor.request_stop()  # the other slots checkpoint and stop
+        except KeyboardInterrupt:
+            self._abandon_in_flight()
+            raise RunInterrupted(resume_hint(self.run.experiment.path, self.run.folder)) from None
+        if stopping is None and self.stop.is_set() and any(self._unfinished(w) for w in queue):
+            stopping = RunInterrupted(resume_hint(self.run.experiment.path, self.run.folder))
+        if stopping is not None:
+            raise stopping
+        return self.attempts
+
+    def _fill(self, queue: deque[Assignment], stopping: Exception | None) -> None:
+        """Starts queued tasks on free slots, in order, unless the run is stopping."""
+        free = [s for s in range(self.run.executor.slots) if s not in self.in_flight]
+        while free and queue and stopping is None and not self.stop.is_set():
+            work = queue.popleft()
+            if self._unfinished(work):
+                self._start(free.pop(0), work)
+
+    def _unfinished(self, work: Assignment) -> bool:
+        return not self.run.store.status_of(work.task.task_id).is_finished()
+
+    def _start(self, slot: int, work: Assignment) -> None:
+        run = self.run
+        spec, task = run.experiment.spec, work.task
+        earlier = tuple(run.store.attempts_of(task.task_id))
+        batch, accumulation = retry_shape(base_batch(spec, task.params), earlier)
+        accumulation *= requested_accumulation(spec, task.params) or 1
+        attempt = run.store.mark_running(task.task_id, batch, accumulation)
+        self.attempts += 1
+        job = build_job(run.experiment, run.plan, work, run.folder, batch, accumulation, attempt, run.monitoring)
+        run.reporter.fold_started(task, attempt, batch)
+        samples = monitoring_info(job, run.monitoring)
+        self.in_flight[slot] = InFlight(work, attempt, batch, accumulation, earlier, samples)
+        run.executor.start(slot, job)
+
+    def _handle(self, event: Progress | Finished, queue: deque[Assignment]) -> Exception | None:
+        """Shows progress, or decides and records a finished attempt; returns a reason to stop, if any."""
+        if isinstance(event, Progress):
+            if event.slot in self.in_flight:
+                self.run.reporter.epoch_ended(self.in_flight[event.slot].work.task, event.epoch)
+            return None
+        current = self.in_flight.pop(event.slot)
+        outcome = replace(event.outcome, info={**event.outcome.info, **current.samples})
+        decision = self._record(current, outcome)
+        if decision.stop is not None:
+            return stop_error(self.run, current.work, outcome, decision.stop)
+        if decision.status is FoldStatus.PENDING:
+            queue.appendleft(current.work)  # a retry goes first
+        return None
+
+    def _record(self, current: InFlight, outcome: FoldOutcome) -> Decision:
+        run = self.run
+        decision = decide(outcome, current.earlier, run.execution)
+        if decision.status is FoldStatus.DONE and self.on_done is not None:
+            self.on_done(outcome)
+        run.store.record(outcome, decision.status)
+        run.reporter.fold_finished(current.work.task, outcome, decision.status)
+        if decision.status is FoldStatus.DONE:
+            shutil.rmtree(run.folder / "checkpoints" / outcome.task_id, ignore_errors=True)
+        return decision
+
+    def _abandon_in_flight(self) -> None:
+        """A second Ctrl-C: every fold in flight is recorded as interrupted, to be resumed."""
+        for current in self.in_flight.values():
+            outcome = FoldOutcome(
+                current.work.task.task_id,
+                OutcomeKind.INTERRUPTED,
+                batch_size=current.batch,
+                accumulation_steps=current.accumulation,
+                message="stopped at once by a second Ctrl-C",
+            )
+            self.run.store.record(outcome, FoldStatus.PENDING)
+        self.in_flight.clear()
+
+
+def stop_error(run: RunContext, work: Assignment, outcome: FoldOutcome, stop: Stop) -> Exception:
+    """The exception that stops the run, with the message the user needs."""
+    if stop is Stop.INTERRUPTED:
+        if work.task.fold == REFIT_FOLD:
+            path = run.experiment.path
+            return RunInterrupted(f"Stopped during the refit; run `gridcv run {path}` again to resume it.")
+        return RunInterrupted(resume_hint(run.experiment.path, run.folder))
+    if stop is Stop.USER_ERROR:
+        return UserError(outcome.message or "the model builder failed")
+    return RunStopped(
+        f"fold {outcome.task_id} ran out of memory ({outcome.message}) and execution.on_oom "
+        "is 'stop'. Lower the batch size or raise the memory limit, then run again to resume."
+    )
+
+
+def resume_hint(experiment_file: Path, folder: Path) -> str:
+    """What to do after a stop: where the folds are, and the command that resumes."""
+    return (
+        f"finished folds are saved in {folder} and the fold in flight resumes from its last "
+        f"checkpoint. Run `gridcv run {experiment_file}` again to continue."
+    )
