@@ -26,6 +26,7 @@ from gridcv.config import load_experiment
 from gridcv.errors import ConfigError
 from gridcv.monitoring import Monitored, Monitoring
 from gridcv.plan import make_plan, monitoring_split
+from gridcv.run.progress import SilentReporter
 from gridcv.store import DB_NAME, ResultStore
 
 N = 60
@@ -95,26 +96,14 @@ def build(params, input_shape, n_classes):
 NEVER_IMPROVES = {"name": "early_stopping", "monitor": "val_loss", "min_delta": 100.0, "patience": 1}
 
 
-class Messages:
+class Messages(SilentReporter):
     """A reporter that keeps the run's messages."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def begin(self, *args: object) -> None:
-        pass
-
-    def fold_started(self, *args: object) -> None:
-        pass
-
-    def fold_finished(self, *args: object) -> None:
-        pass
-
     def message(self, text: str) -> None:
         self.lines.append(text)
-
-    def end(self) -> None:
-        pass
 
 
 def _data(folder: Path, n: int = N) -> tuple[np.ndarray, np.ndarray]:
