@@ -24,15 +24,13 @@ from gridcv.data import open_source, prepare_data
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped, UserError
 from gridcv.execution import Executor, FoldOutcome, OutcomeKind, make_executor
 from gridcv.plan import REFIT_FOLD, Plan, make_plan
-from gridcv.run.checks import check_compatible, check_folder, execution_spec, move_aside
+from gridcv.run.checks import EXPERIMENT_COPY, adopt_changes, check_folder, execution_spec, fingerprint_meta, move_aside
 from gridcv.run.jobs import Assignment, base_batch, build_job, fold_assignment, requested_accumulation
 from gridcv.run.policy import Stop, decide, retry_shape
 from gridcv.run.progress import Reporter, SilentReporter
 from gridcv.run.refit import plan_refit
 from gridcv.store import FoldStatus, ResultStore, RunLock
 from gridcv.store.failures import store_error
-
-EXPERIMENT_COPY = "experiment.yaml"
 
 
 @dataclass(frozen=True)
@@ -157,10 +155,12 @@ def _start(run: _Run, options: RunOptions) -> tuple[str, ...]:
     """Records the experiment and its plan in the store; takes back folds a dead run left running."""
     experiment, plan, store = run.experiment, run.plan, run.store
     spec = experiment.spec
-    check_compatible(store, experiment, run.folder)
+    adopted = adopt_changes(store, experiment, run.folder)
+    if adopted:
+        run.reporter.message(adopted)
     store.set_meta(
         name=spec.name,
-        fingerprint=experiment.fingerprint(),
+        **fingerprint_meta(experiment),
         scoring=spec.scoring,
         return_train_score=spec.return_train_score,
         candidates=[t.candidate_id for t in plan.tasks if t.fold == 0],
