@@ -76,6 +76,29 @@ class Ref:
         p = Path(self.module).expanduser()
         return (p if p.is_absolute() else base_dir / p).resolve()
 
+    def own_source(self, base_dir: Path) -> Path | None:
+        """The source file of the user's own code this reference names, found without importing it.
+
+        A file reference's file; for a module name, its ``.py`` file unless it is
+        gridcv's (the built-in builders) or an installed distribution's (in
+        ``site-packages``): those change with their package's version, which
+        results folders do not track (nor Keras's). A package of the user's
+        (``pip install -e``, or on ``PYTHONPATH``) is their code and counts.
+        None when there is no such file.
+        """
+        if self.is_file:
+            return self.path(base_dir)
+        if self.module.split(".")[0] == "gridcv":
+            return None
+        try:
+            spec = importlib.util.find_spec(self.module)
+        except (ImportError, ValueError):
+            return None
+        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        if origin is None or origin.suffix != ".py" or {"site-packages", "dist-packages"} & set(origin.parts):
+            return None
+        return origin
+
     def check(self, base_dir: Path, where: str) -> None:
         """Finds the code without importing it (importing a builder would import Keras).
 

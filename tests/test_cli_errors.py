@@ -129,13 +129,81 @@ def test_x_and_y_lengths_differ(make_experiment, capsys):
 
 def test_float_labels(make_experiment, capsys):
     path = make_experiment()
-    np.save(path.parent / "data" / "y_float.npy", np.zeros(60))
+    np.save(path.parent / "data" / "y_float.npy", np.arange(60) % 3 * 1.0)
     rewrite(path, data={"kind": "arrays", "x": "data/x.npy", "y": "data/y_float.npy"})
     code, err = run_cli(capsys, "run", str(path))
     assert code == 2
     assert err == (
-        f"gridcv: error: {path}: key 'data.y' must be a 1-D array of integer class labels but data/y_float.npy "
-        "has dtype float64 and shape (60,). Encode labels as 0 .. n_classes-1."
+        f"gridcv: error: {path}: key 'data.y' must hold integer class labels, but data/y_float.npy has dtype "
+        "float64 (every value is a whole number: 3 distinct, e.g. 0.0). Save them as integers: "
+        "np.save(path, y.astype(np.int64))."
+    )
+
+
+def test_labels_that_are_a_numeric_target(make_experiment, capsys):
+    """0.0, 0.05, 0.1, ...: as classes, 60 classes of one sample each; refused before any fold trains."""
+    path = make_experiment()
+    np.save(path.parent / "data" / "y_target.npy", np.arange(60) / 20)
+    rewrite(path, data={"kind": "arrays", "x": "data/x.npy", "y": "data/y_target.npy"})
+    code, err = run_cli(capsys, "run", str(path))
+    assert code == 2
+    assert err == (
+        f"gridcv: error: {path}: key 'data.y' must hold class labels, but data/y_target.npy (dtype float64) holds "
+        "60 distinct numbers that are not all integers (e.g. 0.05 at index 1); as classes, each distinct value "
+        "would be a class of its own. Class labels are integers 0 .. n_classes-1; a numeric target needs "
+        "regression, not classification."
+    )
+    assert not (path.parent / "results").exists()
+
+
+def test_csv_labels_that_are_a_numeric_target(make_experiment, capsys):
+    path = make_experiment()
+    (path.parent / "samples").mkdir()
+    rows = ["file,label"]
+    for i, value in enumerate(["3", "0.53", "1.25", "0.53", "2", "7.5e-1"]):
+        np.save(path.parent / "samples" / f"{i}.npy", np.full(4, i, dtype=np.float32))
+        rows.append(f"{i}.npy,{value}")
+    (path.parent / "samples" / "list.csv").write_text("\n".join(rows) + "\n")
+    rewrite(path, data={"kind": "csv", "path": "samples/list.csv"})
+    code, err = run_cli(capsys, "run", str(path))
+    assert code == 2
+    assert err == (
+        f"gridcv: error: {path}: key 'data.y_column' is 'label', but that column of "
+        f"{path.parent / 'samples' / 'list.csv'} holds 5 distinct numbers that are not all integers (e.g. '0.53' "
+        "in row 3); as classes, each distinct value would be a class of its own. Class labels are integers "
+        "0 .. n_classes-1 or names; a numeric target needs regression, not classification."
+    )
+    assert not (path.parent / "results").exists()
+
+
+def test_a_grid_value_that_is_not_a_list(make_experiment, capsys):
+    path = make_experiment(grid={"filters": 8, "units": [4, 8]})
+    code, err = run_cli(capsys, "run", str(path))
+    assert code == 2
+    assert err == (
+        f"gridcv: error: {path}: key 'grid.filters' is 8; grid values are lists of the values to try: write "
+        "`filters: [8]`. See experiments/digits.yaml for a valid file."
+    )
+
+
+def test_grid_values_that_are_not_lists_in_a_list_of_grids(make_experiment, capsys):
+    path = make_experiment(grid=[{"units": [4]}, {"units": [8], "optimizer": "adam", "dropout": 0.5}])
+    code, err = run_cli(capsys, "run", str(path))
+    assert code == 2
+    assert err == (
+        f"gridcv: error: {path}: key 'grid[1].optimizer' is 'adam' and key 'grid[1].dropout' is 0.5; grid values "
+        "are lists of the values to try: write `optimizer: [adam]` and `dropout: [0.5]`. See "
+        "experiments/digits.yaml for a valid file."
+    )
+
+
+def test_a_grid_that_is_not_a_mapping(make_experiment, capsys):
+    path = make_experiment(grid=[{"units": [4]}, 8])
+    code, err = run_cli(capsys, "run", str(path))
+    assert code == 2
+    assert err == (
+        f"gridcv: error: {path}: key 'grid[1]' is 8; a grid given as a list holds mappings of parameter names to "
+        "lists of the values to try (- {filters: [8, 16]}). See experiments/digits.yaml for a valid file."
     )
 
 

@@ -192,3 +192,14 @@ def test_an_unknown_label_is_an_error(tmp_path):
         f"{W}: row 2 of {tmp_path / 'm.csv'} has label 'cat', which is not in data.class_names (dog). "
         "Add it there or fix the row."
     )
+
+
+def test_numeric_labels_named_in_class_names_are_classes(tmp_path):
+    """Refusing numbers that are not integers is for guessed classes: declared names are taken as written."""
+    for i in range(4):
+        np.save(tmp_path / f"{i}.npy", np.zeros(2))
+    (tmp_path / "m.csv").write_text("file,label\n0.npy,0.5\n1.npy,1.5\n2.npy,0.5\n3.npy,1.5\n")
+    source = source_of({"kind": "csv", "path": "m.csv", "class_names": ["1.5", "0.5"]}, tmp_path, W)
+    assert source.labels().tolist() == [1, 0, 1, 0]
+    with pytest.raises(DataError, match=r"holds 2 distinct numbers that are not all integers \(e.g. '0.5' in row 2\)"):
+        source_of({"kind": "csv", "path": "m.csv"}, tmp_path, W)

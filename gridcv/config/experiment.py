@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from gridcv.config.checks import check_experiment, check_splitter_arguments
+from gridcv.config.code_parts import CodeParts, code_parts
 from gridcv.config.explain import explain
 from gridcv.config.schema import ExperimentSpec, FitSpec
 from gridcv.config.training import CompileSpec
@@ -69,13 +70,16 @@ class Experiment:
         """A hash per section of everything that affects finished results.
 
         The grid is left out on purpose: new grid values only add fold tasks.
-        The model builder's source file is hashed too, when it is a file.
+        The model builder's source is hashed too, at the grain of
+        :func:`~gridcv.config.code_parts.code_parts`: the builder and what it
+        uses in its module, not the rest of the file.
         """
         s = self.spec
+        code = self.builder_code()
         parts: dict[str, Any] = {
             "seed": [s.seed, s.deterministic],
             "data": s.data.model_dump(exclude={"prepare"}),
-            "model": [s.model, _file_digest(self.model, self.base_dir)],
+            "model": [s.model, None if code is None else _digest(code.parts)],
             "fit": _without_new_defaults(s.fit, _FIRST_FIT_KEYS),
             "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],
             "scoring": s.scorers() + (["train", s.train_score_max_samples] if s.return_train_score else []),
@@ -83,6 +87,33 @@ class Experiment:
         if s.compile != CompileSpec():
             parts["compile"] = s.compile.model_dump()
         return {k: _digest(v) for k, v in parts.items()}
+
+    def builder_code(self) -> CodeParts | None:
+        """The parts of the builder's module that the fingerprint covers, each hashed.
+
+        None for a built-in builder (``gridcv.models:...``) or one from an installed
+        package: see :meth:`~gridcv.refs.Ref.own_source`.
+
+        Raises:
+            ConfigError: The builder's file has a syntax error.
+        """
+        file = self.model.own_source(self.base_dir)
+        if file is None or not file.is_file():
+            return None
+        try:
+            return code_parts(file.read_text(encoding="utf-8"), self.model.name)
+        except SyntaxError as exc:
+            raise ConfigError(
+                f"{self.where}: key 'model': {file} has a syntax error at line {exc.lineno}: {exc.msg}."
+            ) from None
+
+    def whole_file_model_digest(self) -> str:
+        """The ``model`` fingerprint in its first form: the builder's whole file hashed.
+
+        Results folders started before the builder was hashed at a finer grain
+        stored this; it still matches while the file is unchanged.
+        """
+        return _digest([self.spec.model, _file_digest(self.model, self.base_dir)])
 
 
 # fit: keys of the first release; later keys (validation_split_from_train, monitor_test_fold, ...)
@@ -155,6 +186,6 @@ def load_experiment(path: str | Path) -> Experiment:
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(explain(path, exc)) from None
+        raise ConfigError(explain(path, exc, raw)) from None
     check_experiment(path, spec)
     return Experiment(path=file, spec=spec, text=text, named=str(path))

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import yaml
 from pydantic import ValidationError
 
 from gridcv.config.schema import ExperimentSpec
 from gridcv.errors import did_you_mean
 
 
-def explain(path: str | Path, exc: ValidationError) -> str:
-    """The message of a :class:`~gridcv.errors.ConfigError` for a failed validation."""
+def explain(path: str | Path, exc: ValidationError, raw: Mapping[str, Any] | None = None) -> str:
+    """The message of a :class:`~gridcv.errors.ConfigError` for a failed validation.
+
+    Args:
+        path: The experiment file, as the user named it.
+        exc: pydantic's error.
+        raw: The file's content as read: a grid of the wrong shape is explained from it
+            (pydantic reports each member of the grid's union, which says little).
+    """
     problems = []
+    grid = grid_problem(raw["grid"]) if raw is not None and "grid" in raw else None
     for err in exc.errors():
+        if grid is not None and err["loc"][:1] == ("grid",):
+            problems.append(grid)
+            continue
         loc, model = _walk(tuple(err["loc"]))
         key = ".".join(loc) or "(top level)"
         kind = err["type"]
@@ -35,6 +48,37 @@ def explain(path: str | Path, exc: ValidationError) -> str:
             problems.append(f"key '{key}' has value {err['input']!r}: {err['msg']}")
     problems = list(dict.fromkeys(problems))
     return f"{path}: " + "; ".join(problems) + ". See experiments/digits.yaml for a valid file."
+
+
+def grid_problem(grid: Any) -> str | None:
+    """What is wrong with the shape of a ``grid:`` as written, or None when it is a dict (or list of dicts) of lists."""
+    if isinstance(grid, dict):
+        return _grid_values_problem("grid", grid)
+    if not isinstance(grid, list):
+        return (
+            f"key 'grid' is {grid!r}; the grid maps parameter names to lists of the values to try "
+            "(filters: [8, 16]), or is a list of such mappings"
+        )
+    for i, entry in enumerate(grid):
+        where = f"grid[{i}]"
+        if not isinstance(entry, dict):
+            return (
+                f"key '{where}' is {entry!r}; a grid given as a list holds mappings of parameter names to "
+                "lists of the values to try (- {filters: [8, 16]})"
+            )
+        if problem := _grid_values_problem(where, entry):
+            return problem
+    return None
+
+
+def _grid_values_problem(where: str, grid: dict[Any, Any]) -> str | None:
+    """``key 'grid.filters' is 8; grid values are lists of the values to try: write `filters: [8]```."""
+    bad = [(key, value) for key, value in grid.items() if not isinstance(value, list)]
+    if not bad:
+        return None
+    found = " and ".join(f"key '{where}.{key}' is {value!r}" for key, value in bad)
+    fixes = " and ".join(f"`{key}: {yaml.safe_dump([value], default_flow_style=True).strip()}`" for key, value in bad)
+    return f"{found}; grid values are lists of the values to try: write {fixes}"
 
 
 def unknown_key(key: str, section: str, known: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from PIL import Image
 
 from gridcv.config.data import CsvData, ImagesData
 from gridcv.data.files import IMAGE_EXTENSIONS, SAMPLE_EXTENSIONS, FileSource, decoding_of
-from gridcv.data.sources import resolve_path
+from gridcv.data.sources import NOT_CLASS_LABELS, resolve_path
 from gridcv.errors import DataError
 
 _readable_cache: dict[tuple[str, int, int], bool] = {}
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # a decimal number (not 'nan' or 'inf')
 _CREATE_HINT = "Fix the path (relative to the experiment file), or set data.prepare to a function that creates it."
 
 
@@ -144,7 +146,21 @@ def _check_listed(files: list[Path], masks: list[Path] | None, path: Path, root:
 
 
 def _encode_labels(raw: list[str], spec: CsvData, path: Path, where: str) -> tuple[np.ndarray, int]:
-    """Class names -> ids: the order of data.class_names, else integers as written, else sorted names."""
+    """Class names -> ids: the order of data.class_names, else integers as written, else sorted names.
+
+    Raises:
+        DataError: A label is not in data.class_names, an integer label is negative, or every label is a
+            number and some are not whole (a numeric target: each value would become a class).
+    """
+    if spec.class_names is None and all(_NUMBER.match(v.strip()) for v in raw):
+        fractional = [(row, v) for row, v in enumerate(raw) if float(v) != round(float(v))]
+        if fractional:
+            row, value = fractional[0]
+            raise DataError(
+                f"{where}: key 'data.y_column' is {spec.y_column!r}, but that column of {path} holds "
+                f"{len(set(float(v) for v in raw))} distinct numbers that are not all integers (e.g. {value.strip()!r} "
+                f"in row {row + 2}); " + NOT_CLASS_LABELS.format(names=" or names")
+            )
     if spec.class_names is None and all(v.strip().lstrip("-").isdigit() for v in raw):
         ids = np.array([int(v) for v in raw], dtype=np.int64)
         if ids.min() < 0:

@@ -183,6 +183,8 @@ def _open_arrays(spec: ArraysData, base_dir: Path, where: str) -> ArraySource:
             f"{where}: key 'data.x' must be a numeric array of shape (n_samples, ...) but "
             f"{spec.x} has dtype {x.dtype} and shape {x.shape}."
         )
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.floating) and len(y):
+        raise DataError(_float_labels(y, spec.y, where))
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(
             f"{where}: key 'data.y' must be a 1-D array of integer class labels but {spec.y} "
@@ -204,6 +206,30 @@ def _open_arrays(spec: ArraysData, base_dir: Path, where: str) -> ArraySource:
             "samples; give one group id per sample."
         )
     return ArraySource(x, np.array(y), None if groups is None else np.array(groups), spec.dtype, resolve(spec.x))
+
+
+NOT_CLASS_LABELS = (
+    "as classes, each distinct value would be a class of its own. Class labels are integers "
+    "0 .. n_classes-1{names}; a numeric target needs regression, not classification."
+)
+
+
+def _float_labels(y: np.ndarray, name: str, where: str) -> str:
+    """The message for a float label array: whole numbers saved as floats, or a numeric target."""
+    distinct = len(np.unique(y))
+    fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+    if not len(fractional):
+        return (
+            f"{where}: key 'data.y' must hold integer class labels, but {name} has dtype {y.dtype} (every value "
+            f"is a whole number: {distinct} distinct, e.g. {float(y[0])!r}). Save them as integers: "
+            "np.save(path, y.astype(np.int64))."
+        )
+    first = int(fractional[0])
+    return (
+        f"{where}: key 'data.y' must hold class labels, but {name} (dtype {y.dtype}) holds {distinct} distinct "
+        f"numbers that are not all integers (e.g. {float(y[first])!r} at index {first}); "
+        + NOT_CLASS_LABELS.format(names="")
+    )
 
 
 def prepare_data(spec: DataSpec, base_dir: Path, where: str = "experiment file") -> bool:

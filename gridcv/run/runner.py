@@ -24,15 +24,14 @@ from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
 from gridcv.execution import Executor, make_executor
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import make_plan
-from gridcv.run.checks import check_compatible, check_folder, execution_spec, move_aside
+from gridcv.run.changes import EXPERIMENT_COPY, adopt_changes, fingerprint_meta
+from gridcv.run.checks import check_folder, execution_spec, move_aside
 from gridcv.run.jobs import build_job, check_monitoring, fold_assignment
 from gridcv.run.loop import RunContext, TaskLoop, resume_hint
 from gridcv.run.progress import Reporter, SilentReporter
 from gridcv.run.refit import plan_refit
 from gridcv.store import FoldStatus, ResultStore, RunLock
 from gridcv.store.failures import store_error
-
-EXPERIMENT_COPY = "experiment.yaml"
 
 
 @dataclass(frozen=True)
@@ -144,11 +143,13 @@ def _start(run: RunContext, options: RunOptions) -> tuple[tuple[str, ...], Monit
     a dead run left running. Returns those folds and what the folder's folds monitor."""
     experiment, plan, store = run.experiment, run.plan, run.store
     spec = experiment.spec
-    monitoring = check_compatible(store, experiment, run.folder, plan.grouped)  # under the lock: authoritative
+    monitoring, adopted = adopt_changes(store, experiment, run.folder, plan.grouped)  # under the lock
+    if adopted:
+        run.reporter.message(adopted)
     store.set_meta(
         **{META_KEY: monitoring.as_meta()},
         name=spec.name,
-        fingerprint=experiment.fingerprint(),
+        **fingerprint_meta(experiment),
         scoring=spec.scoring,
         return_train_score=spec.return_train_score,
         candidates=[t.candidate_id for t in plan.tasks if t.fold == 0],

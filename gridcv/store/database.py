@@ -216,6 +216,25 @@ class ResultStore:
         with self._transaction("resetting failed folds") as tx:
             return int(tx.execute("UPDATE folds SET status = 'pending' WHERE status = 'failed'").rowcount)
 
+    def discard_unfinished(self) -> dict[FoldStatus, int]:
+        """Deletes every fold (and the refit) that is not done, with its attempts.
+
+        For a changed experiment accepted by a folder with nothing done: its
+        failed and started folds ran with the old settings, and their attempts
+        would steer the new ones (out-of-memory halvings, retry counts).
+
+        Returns:
+            How many folds of each status were discarded (started ones only:
+            pending folds never attempted are not counted).
+        """
+        with self._transaction("discarding the folds of the old settings") as tx:
+            counts: dict[FoldStatus, int] = {}
+            for r in tx.execute("SELECT status FROM folds WHERE status != 'done' AND attempts > 0"):
+                counts[FoldStatus(r["status"])] = counts.get(FoldStatus(r["status"]), 0) + 1
+            tx.execute("DELETE FROM attempts WHERE task_id IN (SELECT task_id FROM folds WHERE status != 'done')")
+            tx.execute("DELETE FROM folds WHERE status != 'done'")
+            return counts
+
     # --- state changes -------------------------------------------------------------------
 
     def mark_running(self, task_id: str, batch_size: int, accumulation_steps: int) -> int:
