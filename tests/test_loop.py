@@ -32,6 +32,7 @@ class ScriptedExecutor:
 
     def __init__(self, slots: int, script: dict[int, list[OutcomeKind]], polls: dict[int, int] | None = None) -> None:
         self.slots = slots
+        self.slot_names = tuple(f"fake {i}" for i in range(slots))
         self.script = {fold: deque(kinds) for fold, kinds in script.items()}
         self.polls = polls or {}
         self.busy: dict[int, tuple[FoldJob, int]] = {}

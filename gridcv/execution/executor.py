@@ -30,6 +30,11 @@ class Executor(Protocol):
         """How many folds it trains at once."""
         ...
 
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """What each slot is, for displays (``cpu``, ``GPU 0``, ``inline``)."""
+        ...
+
     def check(self, job: FoldJob) -> None:
         """Builds the job's model once; raises the user error if the builder is broken."""
         ...
@@ -77,6 +82,7 @@ class InlineExecutor:
     """
 
     slots = 1
+    slot_names = ("inline",)
 
     def __init__(self, deterministic: bool) -> None:
         from gridcv.training.devices import enable_determinism

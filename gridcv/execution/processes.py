@@ -272,6 +272,10 @@ class ProcessExecutor:
     def slots(self) -> int:
         return len(self._slots)
 
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return tuple("cpu" if len(self._slots) == 1 else f"cpu {s.index + 1}" for s in self._slots)
+
     def _log_path(self, worker_id: str) -> Path | None:
         return None if self._log_dir is None else self._log_dir / f"worker-{worker_id}.log"
 

@@ -128,7 +128,7 @@ class TaskLoop:
         attempt = run.store.mark_running(task.task_id, batch, accumulation)
         self.attempts += 1
         job = build_job(run.experiment, run.plan, work, run.folder, batch, accumulation, attempt, run.monitoring)
-        run.reporter.fold_started(task, attempt, batch)
+        run.reporter.fold_started(task, attempt, batch, slot)
         samples = monitoring_info(job, run.monitoring)
         self.in_flight[slot] = InFlight(work, attempt, batch, accumulation, earlier, samples)
         run.executor.start(slot, job)

@@ -7,6 +7,7 @@ stderr is not a terminal or with ``--quiet``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from rich.console import Console
@@ -25,15 +26,36 @@ from gridcv.plan import REFIT_FOLD, FoldTask
 from gridcv.store import FoldStatus
 
 
+@dataclass(frozen=True)
+class RunShape:
+    """What a run is about to do, as a display needs it.
+
+    Attributes:
+        name: The experiment's name.
+        total: Folds in the plan.
+        done: Folds already finished (a resumed run).
+        n_candidates: Candidates in the grid.
+        n_splits: Folds per candidate.
+        slots: What each of the executor's slots is (``cpu``, ``GPU 0``, ``inline``...).
+    """
+
+    name: str
+    total: int
+    done: int
+    n_candidates: int
+    n_splits: int
+    slots: tuple[str, ...] = ("cpu",)
+
+
 class Reporter(Protocol):
     """Receives a run's events, to show them."""
 
-    def begin(self, name: str, total: int, done: int, n_candidates: int, n_splits: int) -> None:
-        """The run starts with ``done`` of ``total`` folds already finished."""
+    def begin(self, shape: RunShape) -> None:
+        """The run starts (some folds may be finished already)."""
         ...
 
-    def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
-        """A fold attempt starts."""
+    def fold_started(self, task: FoldTask, attempt: int, batch_size: int, slot: int) -> None:
+        """A fold attempt starts on one of the executor's slots."""
         ...
 
     def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
@@ -56,10 +78,10 @@ class Reporter(Protocol):
 class SilentReporter:
     """Shows nothing."""
 
-    def begin(self, name: str, total: int, done: int, n_candidates: int, n_splits: int) -> None:
+    def begin(self, shape: RunShape) -> None:
         pass
 
-    def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
+    def fold_started(self, task: FoldTask, attempt: int, batch_size: int, slot: int) -> None:
         pass
 
     def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
@@ -97,14 +119,14 @@ class TerminalReporter:
         self._n_candidates = 0
         self._n_splits = 0
 
-    def begin(self, name: str, total: int, done: int, n_candidates: int, n_splits: int) -> None:
-        self._n_candidates, self._n_splits = n_candidates, n_splits
-        if done:
-            self.console.print(f"{name}: {done} of {total} folds already finished; resuming")
+    def begin(self, shape: RunShape) -> None:
+        self._n_candidates, self._n_splits = shape.n_candidates, shape.n_splits
+        if shape.done:
+            self.console.print(f"{shape.name}: {shape.done} of {shape.total} folds already finished; resuming")
         self._progress.start()
-        self._bar = self._progress.add_task("", total=total, completed=done, name=name)
+        self._bar = self._progress.add_task("", total=shape.total, completed=shape.done, name=shape.name)
 
-    def fold_started(self, task: FoldTask, attempt: int, batch_size: int) -> None:
+    def fold_started(self, task: FoldTask, attempt: int, batch_size: int, slot: int) -> None:
         self._retry[task.task_id] = f" (attempt {attempt}, batch {batch_size})" if attempt > 1 else ""
         self._describe(self._where(task))
 

@@ -28,7 +28,7 @@ from gridcv.run.changes import EXPERIMENT_COPY, adopt_changes, fingerprint_meta
 from gridcv.run.checks import check_folder, execution_spec, move_aside
 from gridcv.run.jobs import build_job, check_monitoring, fold_assignment
 from gridcv.run.loop import RunContext, TaskLoop, resume_hint
-from gridcv.run.progress import Reporter, SilentReporter
+from gridcv.run.progress import Reporter, RunShape, SilentReporter
 from gridcv.run.refit import plan_refit
 from gridcv.store import FoldStatus, ResultStore, RunLock
 from gridcv.store.failures import store_error
@@ -125,7 +125,10 @@ def _run(run: RunContext, options: RunOptions) -> RunSummary:
     experiment, plan, store, folder = run.experiment, run.plan, run.store, run.folder
     statuses = store.statuses()
     done_before = sum(1 for t in plan.tasks if statuses[t.task_id].is_finished())
-    run.reporter.begin(experiment.spec.name, len(plan.tasks), done_before, len(plan.candidates), plan.n_splits)
+    shape = RunShape(
+        experiment.spec.name, len(plan.tasks), done_before, len(plan.candidates), plan.n_splits, run.executor.slot_names
+    )
+    run.reporter.begin(shape)
     attempts = 0
     try:
         with _stop_on_signals(run.executor, run.reporter) as stop:
