@@ -11,14 +11,18 @@ from gridcv.errors import BuilderError, DataError
 from gridcv.execution.messages import FoldJob
 from gridcv.training.callbacks import make_callbacks
 from gridcv.training.compiling import accumulation_of, compile_from_spec, set_gradient_accumulation
+from gridcv.training.outputs import Culprit
 
 
-def build_model(job: FoldJob, source: Source) -> keras.Model:
+def build_model(job: FoldJob, source: Source) -> tuple[keras.Model, Culprit]:
     """Calls the user's builder and makes sure the model is compiled as the job asks.
 
     An uncompiled model is compiled from ``compile:`` (and the candidate's grid
     keys); a compiled one keeps its optimizer, with the job's gradient
     accumulation applied.
+
+    Returns:
+        The model, and whom messages about its output and loss name.
 
     Raises:
         BuilderError: The builder is missing or returned something unusable.
@@ -31,14 +35,15 @@ def build_model(job: FoldJob, source: Source) -> keras.Model:
             f"{where}: key 'model': {job.model.text} returned {type(model).__name__}, not a keras.Model. "
             "The builder must return a model: build(params, input_shape, n_classes)."
         )
+    culprit = Culprit(f"{where}: key 'model': {job.model.text}")
     if not getattr(model, "compiled", False) or model.optimizer is None:
         compile_from_spec(model, job)
-        return model
+        return model, Culprit(culprit.who, loss_key="compile.loss")
     own = accumulation_of(model)
     steps = job.accumulation_steps if job.training.accumulation_explicit else own * job.accumulation_steps
     if steps != own:
         set_gradient_accumulation(model, steps)
-    return model
+    return model, culprit
 
 
 def check_builder(job: FoldJob) -> None:

@@ -25,16 +25,19 @@ from gridcv.training.checkpointing import EpochCheckpoint, restore_training_stat
 from gridcv.training.compiling import accumulation_of
 from gridcv.training.devices import gpu_peak_memory, reset_gpu_peak_memory
 from gridcv.training.history import history_summary
+from gridcv.training.outputs import OutputLayout, output_layout, static_output_shapes
 from gridcv.training.saving import save_model_atomic
 from gridcv.training.scoring import score_samples
 
 
 @dataclass
 class PreparedFold:
-    """A fold ready to train: its data, its model (restored from the newest checkpoint) and callbacks."""
+    """A fold ready to train: its data, its model (restored from the newest checkpoint), what the
+    model's outputs mean, and callbacks."""
 
     source: Source
     model: keras.Model
+    layout: OutputLayout
     train: IndexBatches
     monitor: IndexBatches | None
     callbacks: list[keras.callbacks.Callback]
@@ -95,9 +98,12 @@ def run_fold(
 
 
 def prepare(job: FoldJob) -> PreparedFold:
-    """Opens the data, builds the model, restores the newest checkpoint, makes the callbacks."""
+    """Opens the data, builds the model (and works out its output layout, refusing one that cannot be
+    scored before training), restores the newest checkpoint, makes the callbacks."""
     source = open_source(job.data.spec, job.data.base_dir, job.data.where)
-    model = build_model(job, source)
+    model, culprit = build_model(job, source)
+    shapes = static_output_shapes(model, source.input_shape)
+    layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
     train = training_batches(source, job.data.spec, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
     # What callbacks monitor: the indices the parent chose (see gridcv.run.jobs).
     monitor = (
@@ -105,7 +111,7 @@ def prepare(job: FoldJob) -> PreparedFold:
     )
     callbacks = make_callbacks(job, monitored=monitor is not None)
     restored = restore_training_state(model, job.checkpoint_dir)
-    return PreparedFold(source, model, train, monitor, callbacks, restored)
+    return PreparedFold(source, model, layout, train, monitor, callbacks, restored)
 
 
 def fit(
@@ -150,10 +156,12 @@ def score(job: FoldJob, fold: PreparedFold, trained: FoldOutcome) -> FoldOutcome
     start = time.perf_counter()
     scores: dict[str, float] = {}
     if len(job.test_idx):
-        scores = score_samples(fold.model, fold.source, job.test_idx, job.scorers, job.batch_size)
+        scores = score_samples(fold.model, fold.source, job.test_idx, job.scorers, job.batch_size, fold.layout)
     info = dict(trained.info)
     if opts.train_score_idx is not None:
-        info["train_scores"] = score_samples(fold.model, fold.source, opts.train_score_idx, job.scorers, job.batch_size)
+        info["train_scores"] = score_samples(
+            fold.model, fold.source, opts.train_score_idx, job.scorers, job.batch_size, fold.layout
+        )
     info["gpu_peak_memory"] = gpu_peak_memory()
     score_time = time.perf_counter() - start
     return replace(trained, kind=OutcomeKind.DONE, scores=scores, score_time=score_time, peak_rss=peak_rss(), info=info)

@@ -4,7 +4,9 @@ The scorers want an estimator; :class:`PredictedProbabilities` is one whose
 answers were computed beforehand (one ``predict`` pass over the samples,
 read batch by batch), so every scorer reuses the same predictions.
 Segmentation is scored from a per-pixel confusion matrix accumulated batch by
-batch, so memory stays at one batch whatever the fold's size.
+batch, so memory stays at one batch whatever the fold's size. Raw outputs
+become probabilities and classes through the fold's
+:class:`~gridcv.training.outputs.OutputLayout` (softmax, one sigmoid unit, logits).
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from sklearn.metrics import get_scorer
 
 from gridcv.data.sources import Source
 from gridcv.training.batches import IndexBatches
+from gridcv.training.outputs import OutputLayout
 
 
 def score_samples(
-    model: keras.Model, source: Source, indices: np.ndarray, scorers: Sequence[str], batch_size: int
+    model: keras.Model,
+    source: Source,
+    indices: np.ndarray,
+    scorers: Sequence[str],
+    batch_size: int,
+    layout: OutputLayout,
 ) -> dict[str, float]:
     """Scores the model on the samples at ``indices`` with each named scorer.
 
@@ -31,38 +39,44 @@ def score_samples(
         indices: The samples to score (a validation fold, or a sample of a training split).
         scorers: scikit-learn scorer names, or segmentation scorers for per-pixel masks.
         batch_size: Samples per ``predict`` batch.
+        layout: What the model's outputs mean (see :func:`~gridcv.training.outputs.output_layout`).
 
     Returns:
         Scorer name -> score.
     """
     if source.task == "segmentation":
-        confusion = pixel_confusion(model, IndexBatches(source, indices, batch_size), source.n_classes)
+        confusion = pixel_confusion(model, IndexBatches(source, indices, batch_size), layout)
         return segmentation_scores(scorers, confusion)
     batches = IndexBatches(source, indices, batch_size, labels=False)
-    probabilities = as_class_probabilities(model.predict(batches.feed(), verbose=0), source.n_classes)
-    return score_fold(scorers, source.labels()[indices], probabilities, source.n_classes)
+    raw = np.asarray(model.predict(batches.feed(), verbose=0))
+    predictions = PredictedProbabilities(layout.probabilities(raw), source.n_classes, layout.classes(raw))
+    return score_fold(scorers, source.labels()[indices], predictions)
 
 
-def pixel_confusion(model: keras.Model, batches: IndexBatches, n_classes: int) -> np.ndarray:
+def pixel_confusion(model: keras.Model, batches: IndexBatches, layout: OutputLayout) -> np.ndarray:
     """Accumulates a per-pixel confusion matrix batch by batch (O(batch) memory)."""
+    n_classes = layout.n_classes
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     for index in range(len(batches)):
         x, masks = batches.load(0, index)[:2]
-        predicted = np.asarray(model.predict_on_batch(x)).argmax(axis=-1)
+        predicted = layout.classes(np.asarray(model.predict_on_batch(x)))
         confusion += confusion_matrix(masks, predicted, n_classes)
     return confusion
 
 
 class PredictedProbabilities(ClassifierMixin, BaseEstimator):
-    """A fitted 'classifier' that replays precomputed class probabilities.
+    """A fitted 'classifier' that replays precomputed class probabilities and classes.
 
     ``X`` given to ``predict``/``predict_proba`` must be the row numbers
     ``0 .. n-1`` of the validation fold (that is what :func:`score_fold` passes).
+    The classes are given apart from the probabilities because a threshold on
+    a logit (class 1 when it is above 0) is exact where its sigmoid may round to 0.5.
     """
 
-    def __init__(self, probabilities: np.ndarray, n_classes: int) -> None:
+    def __init__(self, probabilities: np.ndarray, n_classes: int, classes: np.ndarray | None = None) -> None:
         self.probabilities = probabilities
         self.n_classes = n_classes
+        self.classes = classes
         self.classes_ = np.arange(n_classes)
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -72,46 +86,25 @@ class PredictedProbabilities(ClassifierMixin, BaseEstimator):
         return self.probabilities[np.asarray(X).ravel()]
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        return self.predict_proba(X).argmax(axis=1)
+        rows = np.asarray(X).ravel()
+        return self.probabilities[rows].argmax(axis=1) if self.classes is None else self.classes[rows]
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         p = self.predict_proba(X)
         return p[:, 1] if p.shape[1] == 2 else p
 
 
-def as_class_probabilities(raw: np.ndarray, n_classes: int) -> np.ndarray:
-    """Model output -> (n, n_classes) float64 probabilities summing to 1.
-
-    A single sigmoid unit (binary models) becomes two columns.
-    """
-    p = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)
-    if p.shape[1] == 1 and n_classes <= 2:
-        p = np.hstack([1.0 - p, p])
-    if p.shape[1] != n_classes:
-        raise ValueError(
-            f"the model outputs {p.shape[1]} values per sample but the data has {n_classes} "
-            "classes; the last layer needs one unit per class (softmax)"
-        )
-    p = np.clip(p, 0.0, None)
-    totals = p.sum(axis=1, keepdims=True)
-    return np.divide(p, totals, out=np.full_like(p, 1.0 / n_classes), where=totals > 0)
-
-
-def score_fold(
-    scorers: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray, n_classes: int
-) -> dict[str, float]:
+def score_fold(scorers: Sequence[str], y_true: np.ndarray, estimator: PredictedProbabilities) -> dict[str, float]:
     """Scores one validation fold with each named scikit-learn scorer.
 
     Args:
         scorers: scikit-learn scorer names (``accuracy``, ``f1_macro``, ``neg_log_loss``...).
         y_true: True labels of the validation fold.
-        probabilities: Predicted probabilities, shape (n, n_classes).
-        n_classes: Number of classes.
+        estimator: The fold's predictions, row ``i`` for ``y_true[i]``.
 
     Returns:
         Scorer name -> score.
     """
-    estimator = PredictedProbabilities(probabilities, n_classes)
     rows = np.arange(len(y_true)).reshape(-1, 1)
     return {name: float(get_scorer(name)(estimator, rows, y_true)) for name in scorers}
 
