@@ -64,8 +64,8 @@ class ScriptedExecutor:
         self.stop_requests += 1
         self._stopping = True
 
-    def check(self, job: FoldJob) -> None:
-        pass
+    def check(self, job: FoldJob) -> bool:
+        return True
 
     def close(self) -> None:
         pass

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from gridcv.config.schema import ExecutionSpec
 from gridcv.execution.messages import EpochEnded, Event, Finished, FoldJob, Progress
-from gridcv.execution.worker import attempt_fold, clear_stop_request, request_stop
+from gridcv.execution.worker import attempt_check, attempt_fold, clear_stop_request, read_check_reply, request_stop
 
 
 class Executor(Protocol):
@@ -35,8 +35,16 @@ class Executor(Protocol):
         """What each slot is, for displays (``cpu``, ``GPU 0``, ``inline``)."""
         ...
 
-    def check(self, job: FoldJob) -> None:
-        """Builds the job's model once; raises the user error if the builder is broken."""
+    def check(self, job: FoldJob) -> bool:
+        """Builds the job's model and runs it on one batch (see :mod:`gridcv.training.checking`).
+
+        Returns:
+            True if it checks out (or the check proves nothing); False if the builder
+            raised for the job's parameters, which is left to the candidate's folds.
+
+        Raises:
+            BuilderError, DataError: A mistake every fold would hit.
+        """
         ...
 
     def start(self, slot: int, job: FoldJob) -> None:
@@ -92,10 +100,8 @@ class InlineExecutor:
         self._events: list[Event] = []
         clear_stop_request()  # a Ctrl-C of an earlier inline run must not stop this one
 
-    def check(self, job: FoldJob) -> None:
-        from gridcv.training.building import check_builder
-
-        check_builder(job)
+    def check(self, job: FoldJob) -> bool:
+        return read_check_reply(*attempt_check(job))  # the same reply a worker sends
 
     def start(self, slot: int, job: FoldJob) -> None:
         self._folds += 1

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from gridcv.config.schema import ExecutionSpec
-from gridcv.errors import BuilderError, DataError, UserError, WorkerStartError
+from gridcv.errors import WorkerStartError
 from gridcv.execution.memory import format_bytes, rss_of
 from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
-from gridcv.execution.worker import STOP_SIGNAL
+from gridcv.execution.worker import STOP_SIGNAL, read_check_reply
 
-_FATAL_TYPES: dict[str, type[UserError]] = {"BuilderError": BuilderError, "DataError": DataError}
 POLL_SECONDS = 0.2
 
 
@@ -295,15 +294,10 @@ class ProcessExecutor:
         worker_id = f"w{self._started}"
         return _Worker(worker_id, self.deterministic, self._log_path(worker_id))
 
-    def check(self, job: FoldJob) -> None:
+    def check(self, job: FoldJob) -> bool:
         worker = self._slots[0].ensure_worker()
         worker.conn.send(("check", job))
-        tag, payload = worker.receive(timeout=None)
-        if tag == "fatal":
-            kind, message, _tb = payload
-            raise _FATAL_TYPES.get(kind, BuilderError)(message)
-        # A worker that died while building proves nothing about the builder (it may
-        # have run out of memory); the folds will meet the same fate and record it.
+        return read_check_reply(*worker.receive(timeout=None))
 
     def start(self, slot: int, job: FoldJob) -> None:
         busy = self._slots[slot].job

@@ -26,11 +26,12 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from gridcv.errors import BuilderError, DataError
+from gridcv.errors import BuilderError, DataError, UserError
 from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
 from gridcv.store.failures import explain, os_problem
 
 STOP_SIGNAL = signal.SIGUSR1
+_FATAL_TYPES: dict[str, type[UserError]] = {"BuilderError": BuilderError, "DataError": DataError}
 _stop_requested = threading.Event()
 
 
@@ -97,6 +98,36 @@ def attempt_fold(
         return replace(failed, kind=kind, message=message, error=traceback.format_exc())
 
 
+def attempt_check(job: FoldJob) -> tuple[str, Any]:
+    """Runs the up-front check of one candidate; the reply the parent reads with :func:`read_check_reply`.
+
+    ``("checked", None)``: the model checks out; ``("checked", why)``: the builder
+    raised for these parameters (left to the folds); ``("fatal", (type, message,
+    traceback))``: a mistake every fold would hit.
+    """
+    from gridcv.training.checking import check_builder
+
+    try:
+        return ("checked", check_builder(job))
+    except (BuilderError, DataError) as exc:
+        return ("fatal", (type(exc).__name__, str(exc), traceback.format_exc()))
+
+
+def read_check_reply(tag: str, payload: Any) -> bool:
+    """Whether a candidate's model checked out (False: its builder raised for its parameters).
+
+    A worker that died while building proves nothing about the builder (it may
+    have run out of memory); the folds will meet the same fate and record it.
+
+    Raises:
+        BuilderError, DataError: The check found a mistake every fold would hit.
+    """
+    if tag == "fatal":
+        kind, message, _tb = payload
+        raise _FATAL_TYPES.get(kind, BuilderError)(message)
+    return not (tag == "checked" and payload is not None)
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Makes sure this process does not outlive its parent.
 
@@ -148,7 +179,6 @@ def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(STOP_SIGNAL, lambda *_: request_stop())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from gridcv.training.building import check_builder
     from gridcv.training.devices import configure_device, enable_determinism
 
     configure_device()
@@ -168,11 +198,7 @@ def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic
             conn.send(("logging", payload))
             continue
         if kind == "check":
-            try:
-                check_builder(payload)
-                reply = ("checked", None)
-            except (BuilderError, DataError) as exc:
-                reply = ("fatal", (type(exc).__name__, str(exc), traceback.format_exc()))
+            reply = attempt_check(payload)
         elif kind == "fold":
             folds += 1
             reply = ("outcome", attempt_fold(payload, worker_id, folds, lambda e: conn.send(("epoch", e))))

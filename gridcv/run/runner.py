@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from gridcv.atomic import write_atomic
-from gridcv.config import load_experiment
+from gridcv.config import Experiment, load_experiment
 from gridcv.data import open_source, prepare_data
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
 from gridcv.execution import Executor, make_executor
 from gridcv.monitoring import META_KEY, Monitoring
-from gridcv.plan import make_plan
+from gridcv.plan import Plan, make_plan
 from gridcv.run.changes import EXPERIMENT_COPY, adopt_changes, fingerprint_meta
 from gridcv.run.checks import check_folder, execution_spec, move_aside
 from gridcv.run.jobs import build_job, check_monitoring, fold_assignment
@@ -101,8 +101,7 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
     reporter.message(f"checking the model builder {spec.model} ...")
     executor = make_executor(execution, spec.deterministic, None if options.debug else folder / "logs")
     try:
-        first = fold_assignment(spec, plan, plan.tasks[0])
-        executor.check(build_job(experiment, plan, first, folder, spec.fit.batch_size, 1, 0, monitoring))
+        _check_builder(experiment, plan, folder, executor, monitoring)
         if options.restart and (aside := move_aside(folder)) is not None:
             reporter.message(f"moved the previous results to {aside}")
         _make_folder(folder)
@@ -117,6 +116,23 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
             lock.release()
     finally:
         executor.close()
+
+
+def _check_builder(
+    experiment: Experiment, plan: Plan, folder: Path, executor: Executor, monitoring: Monitoring
+) -> None:
+    """Checks the first candidate whose builder builds (its first fold's data), before anything is written.
+
+    A builder that raises for a candidate's parameters is left to that
+    candidate's folds (scikit-learn's ``error_score``); if none builds, every
+    fold records why.
+    """
+    spec = experiment.spec
+    for task in plan.tasks:
+        if task.fold == 0:
+            work = fold_assignment(spec, plan, task)
+            if executor.check(build_job(experiment, plan, work, folder, spec.fit.batch_size, 1, 0, monitoring)):
+                return
 
 
 def _run(run: RunContext, options: RunOptions) -> RunSummary:

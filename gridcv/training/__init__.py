@@ -5,11 +5,13 @@ reached from the parent only through :mod:`gridcv.execution.worker`, inside
 functions. Importing this package itself imports nothing heavy.
 
 - :mod:`~gridcv.training.fold`: one fold, prepare -> fit -> score.
-- :mod:`~gridcv.training.building`: the user's builder, called and checked.
+- :mod:`~gridcv.training.building`: the user's builder, called and compiled.
+- :mod:`~gridcv.training.checking`: the up-front check, on one real batch, before any fold trains.
 - :mod:`~gridcv.training.compiling`: ``compile:`` and gradient accumulation.
 - :mod:`~gridcv.training.callbacks`: callbacks by name, and their state across a resume.
 - :mod:`~gridcv.training.checkpointing`: epoch checkpoints of every variable.
 - :mod:`~gridcv.training.batches`: the generator that feeds ``fit``.
+- :mod:`~gridcv.training.outputs`: what a model's outputs mean (softmax, sigmoid, logits).
 - :mod:`~gridcv.training.scoring`: scikit-learn scorers on the model's predictions.
 - :mod:`~gridcv.training.history`: best epochs and best values of a Keras history.
 - :mod:`~gridcv.training.saving`: saving and loading ``.keras`` files atomically.

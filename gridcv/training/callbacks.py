@@ -20,6 +20,7 @@ from gridcv.config.training import CallbackSpec
 from gridcv.errors import BuilderError
 from gridcv.execution.messages import FoldJob
 from gridcv.refs import Ref
+from gridcv.training.compiling import first_sentence
 from gridcv.training.history import minimizes
 from gridcv.training.saving import save_model_atomic
 
@@ -65,31 +66,45 @@ def make_callbacks(job: FoldJob, monitored: bool) -> list[keras.callbacks.Callba
             ``val_`` metric are left out, as they would never see one.
 
     Raises:
-        BuilderError: A callback of the user's cannot be imported or is not a Keras callback.
+        BuilderError: A callback cannot be made (its arguments are refused), or one of
+            the user's cannot be imported or is not a Keras callback.
     """
-    results = job.training.results_dir
     out: list[keras.callbacks.Callback] = []
     for index, spec in enumerate(job.training.callbacks):
         kwargs = spec.kwargs()
-        name = spec.name
-        if not monitored and name in {"early_stopping", "reduce_lr_on_plateau", "model_checkpoint"}:
+        if not monitored and spec.name in {"early_stopping", "reduce_lr_on_plateau", "model_checkpoint"}:
             if str(kwargs.get("monitor", "val_loss")).startswith("val_"):
                 continue
-        if name == "early_stopping":
-            out.append(keras.callbacks.EarlyStopping(**kwargs))
-        elif name == "reduce_lr_on_plateau":
-            out.append(keras.callbacks.ReduceLROnPlateau(**kwargs))
-        elif name == "model_checkpoint":
-            keep = kwargs.pop("save_models", "best") == "best" and results is not None
-            path = results / "models" / f"{job.task.task_id}.keras" if keep and results else None
-            out.append(BestModelCheckpoint(path, **kwargs))
-        elif name == "tensorboard":
-            _require_tensorboard(job)
-            folder = (results or job.checkpoint_dir) / "tensorboard" / job.task.task_id
-            out.append(keras.callbacks.TensorBoard(log_dir=str(folder), **kwargs))
-        else:
-            out.append(_user_callback(spec, index, job))
+        try:
+            out.append(_callback(spec, index, job))
+        except BuilderError:
+            raise
+        except Exception as exc:  # every fold would make it the same way: stop the run, say which
+            given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise BuilderError(
+                f"{job.data.where}: key 'fit.callbacks[{index}]' ({spec.name}, {given or 'no arguments'}) cannot be "
+                f"made: {type(exc).__name__}: {first_sentence(exc)} Fix its arguments."
+            ) from None
     return out
+
+
+def _callback(spec: CallbackSpec, index: int, job: FoldJob) -> keras.callbacks.Callback:
+    """One callback of ``fit.callbacks``."""
+    kwargs = spec.kwargs()
+    results = job.training.results_dir
+    if spec.name == "early_stopping":
+        return keras.callbacks.EarlyStopping(**kwargs)
+    if spec.name == "reduce_lr_on_plateau":
+        return keras.callbacks.ReduceLROnPlateau(**kwargs)
+    if spec.name == "model_checkpoint":
+        keep = kwargs.pop("save_models", "best") == "best" and results is not None
+        path = results / "models" / f"{job.task.task_id}.keras" if keep and results else None
+        return BestModelCheckpoint(path, **kwargs)
+    if spec.name == "tensorboard":
+        _require_tensorboard(job)
+        folder = (results or job.checkpoint_dir) / "tensorboard" / job.task.task_id
+        return keras.callbacks.TensorBoard(log_dir=str(folder), **kwargs)
+    return _user_callback(spec, index, job)
 
 
 def _require_tensorboard(job: FoldJob) -> None:

@@ -71,7 +71,23 @@ def compile_from_spec(model: keras.Model, job: FoldJob) -> None:
     kwargs["gradient_accumulation_steps"] = steps if steps > 1 else None
     loss = _checked_loss(str(chosen["loss"]), where)
     metrics = [_checked_metric(str(m), where) for m in chosen["metrics"] or []]
-    model.compile(optimizer=cls(**kwargs), loss=loss, metrics=metrics)
+    try:
+        optimizer = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "gradient_accumulation_steps" or v)
+        raise BuilderError(
+            f"{where}: key 'compile' makes {cls.__name__}({given}), which Keras refuses: {first_sentence(exc)} "
+            "Fix the value in 'compile' (or the grid key of the same name)."
+        ) from None
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def first_sentence(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, as a sentence for one-paragraph errors."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    line = line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+    return line if line.endswith((".", "?", "!")) else line + "."
 
 
 def _checked_loss(name: str, where: str) -> str:
