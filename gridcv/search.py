@@ -202,9 +202,8 @@ def load_search(path: str | Path) -> SearchResults:
         groups = by_candidate(rows, store.get_meta("candidates"))
         warnings = results_warnings(store.get_meta(META_KEY))
         info = read_best_model_info(folder)
-        if info is not None and info.task_id is not None:  # refit rows exist since gridcv 0.2
-            row = store.refit_row(info.task_id)
-            info = info if row is not None and row.status is FoldStatus.DONE else None
+        if info is not None and not _refit_done(store, info):
+            info = None  # written, but the refit was not recorded done (a crash in between)
     columns = cv_results(groups, scoring, n_splits, train)
     masked = param_arrays(columns["params"])
     layout: dict[str, Any] = {}
@@ -216,6 +215,14 @@ def load_search(path: str | Path) -> SearchResults:
     progress = {k: v for k, v in columns.items() if k.startswith(_PROGRESS)}
     splits = sum(1 for k in layout if k.startswith("split") and k.endswith(f"_test_{scorer_keys(scoring)[0][1]}"))
     return SearchResults(folder, layout, progress, scoring, _refit_setting(folder), splits, warnings, info)
+
+
+def _refit_done(store: ResultStore, info: BestModelInfo) -> bool:
+    """Whether the store recorded the refit that wrote ``best_model.json`` as done."""
+    if info.task_id is None:  # written by gridcv 0.1, which kept the refit's state in metadata
+        return bool((store.get_meta("refit") or {}).get("status") == "done")
+    row = store.refit_row(info.task_id)
+    return row is not None and row.status is FoldStatus.DONE
 
 
 def columns_with_prefix(columns: dict[str, Any], prefix: str) -> list[str]:
