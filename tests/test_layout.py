@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gridcv"
 TRAINING_GATES = {
     "execution/worker.py": "the worker process's entry point",
     "execution/executor.py": "the inline executor trains in the caller's process",
-    "results.py": "load_best_model loads Keras in the caller's process when asked",
+    "best_model.py": "load_best_model loads Keras in the caller's process when asked",
     "models.py": "the name experiment files use for the built-in builders (imported by workers only)",
 }
 

@@ -101,9 +101,9 @@ class TaskLoop:
                         self.run.executor.request_stop()  # the other slots checkpoint and stop
         except KeyboardInterrupt:
             self._abandon_in_flight()
-            raise RunInterrupted(resume_hint(self.run.experiment.path, self.run.folder)) from None
+            raise RunInterrupted(resume_hint(self.run.experiment.rerun, self.run.folder)) from None
         if stopping is None and self.stop.is_set() and any(self._unfinished(w) for w in queue):
-            stopping = RunInterrupted(resume_hint(self.run.experiment.path, self.run.folder))
+            stopping = RunInterrupted(resume_hint(self.run.experiment.rerun, self.run.folder))
         if stopping is not None:
             raise stopping
         return self.attempts
@@ -177,9 +177,8 @@ def stop_error(run: RunContext, work: Assignment, outcome: FoldOutcome, stop: St
     """The exception that stops the run, with the message the user needs."""
     if stop is Stop.INTERRUPTED:
         if work.task.fold == REFIT_FOLD:
-            path = run.experiment.path
-            return RunInterrupted(f"Stopped during the refit; run `gridcv run {path}` again to resume it.")
-        return RunInterrupted(resume_hint(run.experiment.path, run.folder))
+            return RunInterrupted(f"Stopped during the refit; run {run.experiment.rerun} again to resume it.")
+        return RunInterrupted(resume_hint(run.experiment.rerun, run.folder))
     if stop is Stop.USER_ERROR:
         return UserError(outcome.message or "the model builder failed")
     return RunStopped(
@@ -188,9 +187,9 @@ def stop_error(run: RunContext, work: Assignment, outcome: FoldOutcome, stop: St
     )
 
 
-def resume_hint(experiment_file: Path, folder: Path) -> str:
-    """What to do after a stop: where the folds are, and the command that resumes."""
+def resume_hint(rerun: str, folder: Path) -> str:
+    """What to do after a stop: where the folds are, and ``rerun`` (:attr:`Experiment.rerun`), what resumes."""
     return (
         f"finished folds are saved in {folder} and the fold in flight resumes from its last "
-        f"checkpoint. Run `gridcv run {experiment_file}` again to continue."
+        f"checkpoint. Run {rerun} again to continue."
     )

@@ -1,14 +1,21 @@
 """Progress display of a run: folds done / total, the fold in flight, elapsed time, ETA.
 
-rich draws the live bar (it handles terminal width, redraws and the ETA
-estimate better than hand-written carriage returns). Nothing is drawn when
-stderr is not a terminal or with ``--quiet``.
+On a terminal, rich draws the live bar (it handles terminal width, redraws
+and the ETA estimate better than hand-written carriage returns). Anywhere
+else (``> run.log``, nohup, Slurm, CI, a notebook) :class:`LineReporter`
+prints plain lines to stdout: one per finished, failed or retried fold, and
+one every few minutes per fold in flight with the epoch it reached.
+``--quiet`` shows nothing.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -24,6 +31,8 @@ from rich.progress import (
 from gridcv.execution.messages import EpochEnded, FoldOutcome
 from gridcv.plan import REFIT_FOLD, FoldTask
 from gridcv.store import FoldStatus
+
+HEARTBEAT_SECONDS = 300.0  # a line this often per fold in flight, when not on a terminal
 
 
 @dataclass(frozen=True)
@@ -140,16 +149,10 @@ class TerminalReporter:
         return f"candidate {task.candidate_index + 1}/{self._n_candidates} fold {task.fold + 1}/{self._n_splits}{retry}"
 
     def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
-        params = ", ".join(f"{k}={v}" for k, v in task.params.items())
-        what = "refit" if task.fold == REFIT_FOLD else f"fold {task.fold + 1}"
-        where = f"candidate {task.candidate_index + 1} {what} ({params})"
-        if status is FoldStatus.DONE:
-            scores = " ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
-            self.console.print(f"[green]done[/]   {where}: {scores} ({outcome.fit_time or 0:.1f}s)")
-        elif status is FoldStatus.FAILED:
-            self.console.print(f"[red]failed[/] {where}: {outcome.message}")
-        else:
-            self.console.print(f"[yellow]retry[/]  {where}: {outcome.kind.value}: {outcome.message}")
+        label = {FoldStatus.DONE: "[green]done[/]  ", FoldStatus.FAILED: "[red]failed[/]"}.get(
+            status, "[yellow]retry[/] "
+        )
+        self.console.print(f"{label} {fold_name(task)}: {outcome_text(outcome, status)}")
         if status.is_finished() and task.fold != REFIT_FOLD and self._bar is not None:
             self._progress.advance(self._bar)
 
@@ -164,9 +167,120 @@ class TerminalReporter:
             self._progress.update(self._bar, description=text)
 
 
+def fold_name(task: FoldTask) -> str:
+    """``candidate 2 fold 1 (units=8)``, or ``candidate 2 refit (units=8)``."""
+    params = ", ".join(f"{k}={v}" for k, v in task.params.items())
+    what = "refit" if task.fold == REFIT_FOLD else f"fold {task.fold + 1}"
+    return f"candidate {task.candidate_index + 1} {what} ({params})"
+
+
+def outcome_text(outcome: FoldOutcome, status: FoldStatus) -> str:
+    """What an attempt came to: its scores and fit time, or why it failed or is retried."""
+    if status is FoldStatus.DONE:
+        scores = " ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items()) or "trained"  # a refit has no scores
+        return f"{scores} ({outcome.fit_time or 0:.1f}s)"
+    if status is FoldStatus.FAILED:
+        return str(outcome.message)
+    return f"{outcome.kind.value}: {outcome.message}"
+
+
+@dataclass
+class _Flight:
+    """A fold attempt in flight, as the log reports it."""
+
+    task: FoldTask
+    slot: int
+    started: float
+    epoch: EpochEnded | None = None
+
+
+class LineReporter:
+    """Plain lines for a log: one per finished, failed or retried fold, and a heartbeat during folds.
+
+    Args:
+        stream: Where lines go (default: ``sys.stdout`` as it is when a line is written), flushed per line.
+        heartbeat: Seconds between two lines about each fold in flight (the epoch it reached).
+        clock: Seconds since the epoch (tests pass a fake one); lines start with its local time.
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, heartbeat: float = HEARTBEAT_SECONDS, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._stream, self._heartbeat, self._clock = stream, heartbeat, clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._total = self._finished = 0
+        self._slots: tuple[str, ...] = ()
+        self._flights: dict[str, _Flight] = {}
+
+    def begin(self, shape: RunShape) -> None:
+        self._total, self._finished, self._slots = shape.total, shape.done, shape.slots
+        resumed = f", {shape.done} already finished" if shape.done else ""
+        slots = f", on {len(shape.slots)} slots ({', '.join(shape.slots)})" if len(shape.slots) > 1 else ""
+        self._print(
+            f"{shape.name}: {shape.total} folds ({shape.n_candidates} candidates x {shape.n_splits} splits)"
+            f"{resumed}{slots}"
+        )
+        self._stop = threading.Event()  # a reporter may serve several runs
+        self._thread = threading.Thread(target=self._beat, name="gridcv-heartbeat", daemon=True)
+        self._thread.start()
+
+    def fold_started(self, task: FoldTask, attempt: int, batch_size: int, slot: int) -> None:
+        with self._lock:
+            self._flights[task.task_id] = _Flight(task, slot, self._clock())
+
+    def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
+        with self._lock:
+            if task.task_id in self._flights:
+                self._flights[task.task_id].epoch = epoch
+
+    def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
+        with self._lock:
+            self._flights.pop(task.task_id, None)
+        if status.is_finished() and task.fold != REFIT_FOLD:
+            self._finished += 1
+        label = {FoldStatus.DONE: "done  ", FoldStatus.FAILED: "failed"}.get(status, "retry ")
+        self._print(f"{label} {self._finished}/{self._total} {fold_name(task)}: {outcome_text(outcome, status)}")
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+    def end(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def heartbeat(self) -> None:
+        """Prints a line per fold in flight (the timer thread calls it every ``heartbeat`` seconds)."""
+        with self._lock:
+            flights = sorted(self._flights.values(), key=lambda f: f.slot)
+        for f in flights:
+            reached = (
+                "no epoch finished yet" if f.epoch is None else f"epoch {f.epoch.epoch}/{f.epoch.epochs} checkpointed"
+            )
+            where = f" on {self._slots[f.slot]}" if len(self._slots) > 1 else ""
+            minutes, seconds = divmod(int(self._clock() - f.started), 60)
+            since = f"{minutes}m{seconds:02d}s in"
+            self._print(f"running {self._finished}/{self._total} {fold_name(f.task)}{where}: {reached}, {since}")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._heartbeat):
+            self.heartbeat()
+
+    def _print(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self._clock()))
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(f"[{stamp}] {text}\n")
+            stream.flush()  # a log file is block-buffered: show each line as it happens
+
+
 def make_reporter(quiet: bool) -> Reporter:
-    """A terminal progress bar when stderr is a terminal and not ``quiet``; else silence."""
-    console = Console(stderr=True)
-    if quiet or not console.is_terminal:
+    """Nothing when ``quiet``; a live bar when stdout and stderr are terminals; else plain lines on stdout."""
+    if quiet:
         return SilentReporter()
-    return TerminalReporter(console)
+    console = Console(stderr=True)
+    if console.is_terminal and sys.stdout.isatty():
+        return TerminalReporter(console)
+    return LineReporter()
