@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from gridcv.best_model import BestModelInfo, load_best_model, load_best_model_info
     from gridcv.config import Experiment, experiment_from_dict, load_experiment
     from gridcv.results import load_attempts, load_folds, load_results
-    from gridcv.run import RunOptions, RunSummary, run_experiment
-    from gridcv.run.api import run
+    from gridcv.runner import RunOptions, RunSummary, run_experiment
+    from gridcv.runner.api import run
     from gridcv.search import SearchResults, load_search
 
 __version__ = "0.1.0"
@@ -52,9 +52,10 @@ _LAZY = {
     "load_attempts": "gridcv.results",
     "load_folds": "gridcv.results",
     "load_results": "gridcv.results",
-    "RunOptions": "gridcv.run",
-    "RunSummary": "gridcv.run",
-    "run_experiment": "gridcv.run",
+    "RunOptions": "gridcv.runner",
+    "RunSummary": "gridcv.runner",
+    "run_experiment": "gridcv.runner",
+    "run": "gridcv.runner.api",
     "BestModelInfo": "gridcv.best_model",
     "load_best_model": "gridcv.best_model",
     "load_best_model_info": "gridcv.best_model",
@@ -64,8 +65,6 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "run":  # the gridcv.run package, which is callable: gridcv.run("experiment.yaml")
-        return importlib.import_module("gridcv.run")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later lookups skip this function
@@ -74,7 +73,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY, "run"])
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The refit model and what it needs to be used: ``best_model.keras`` and ``best_model.json``.
 
-The refit (:mod:`gridcv.run.refit`) writes both; :func:`load_best_model` loads
+The refit (:mod:`gridcv.runner.refit`) writes both; :func:`load_best_model` loads
 the model into the caller's process (Keras is imported then, not before) and
 attaches :class:`BestModelInfo` as its ``gridcv_info`` attribute: the
 candidate, its cross-validated scores, the class names in output order and

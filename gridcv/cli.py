@@ -58,8 +58,8 @@ def _add_execution_options(group: argparse._ArgumentGroup) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gridcv.run import RunOptions, run_experiment
-    from gridcv.run.progress import make_reporter
+    from gridcv.runner import RunOptions, run_experiment
+    from gridcv.runner.progress import make_reporter
     from gridcv.store import FoldStatus
 
     overrides = {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gridcv.run.status import format_status, read_status
+    from gridcv.runner.status import format_status, read_status
 
     print(format_status(read_status(args.path)))
     return 0

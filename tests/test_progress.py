@@ -13,7 +13,7 @@ import gridcv
 from gridcv.cli import main
 from gridcv.execution.messages import EpochEnded, FoldOutcome, OutcomeKind
 from gridcv.plan import REFIT_FOLD, FoldTask
-from gridcv.run.progress import LineReporter, RunShape, SilentReporter, TerminalReporter, make_reporter
+from gridcv.runner.progress import LineReporter, RunShape, SilentReporter, TerminalReporter, make_reporter
 from gridcv.store import FoldStatus
 
 

@@ -3,7 +3,7 @@
 Like scikit-learn's ``refit``, the candidate ranked first by the refit scorer
 is trained on every sample. It is a task like any fold: a row of the store
 (fold -1) that goes pending -> running -> done | failed, a job built by
-:func:`gridcv.run.jobs.build_job`, run by the same loop and decided by the
+:func:`gridcv.runner.jobs.build_job`, run by the same loop and decided by the
 same policy (an out-of-memory refit is retried with half the batch). Its
 ``best_model.keras`` and ``best_model.json`` are written atomically, the
 JSON before the task is recorded done.
@@ -28,7 +28,7 @@ from gridcv.execution.messages import FoldOutcome
 from gridcv.folders import BEST_JSON, BEST_MODEL
 from gridcv.monitoring import Monitored, Monitoring
 from gridcv.plan import Plan, content_id, refit_task
-from gridcv.run.jobs import Assignment, candidate_epochs
+from gridcv.runner.jobs import Assignment, candidate_epochs
 from gridcv.store import FoldRow, FoldStatus, ResultStore
 from gridcv.store.failures import store_error
 

@@ -2,7 +2,7 @@
 
 The parent process is the only writer of the store: a task is marked running
 when it is handed to a slot, and its outcome is decided (by
-:mod:`gridcv.run.policy`) and recorded in one transaction when it comes back.
+:mod:`gridcv.runner.policy`) and recorded in one transaction when it comes back.
 A task to retry goes back to the front of the queue, so with one slot the
 order is exactly that of a plain loop over the plan. When the run must stop
 (Ctrl-C, a user error, ``on_oom: stop``), no new task starts, every fold in
@@ -26,9 +26,9 @@ from gridcv.execution import Executor
 from gridcv.execution.messages import Finished, FoldOutcome, OutcomeKind, Progress
 from gridcv.monitoring import Monitoring
 from gridcv.plan import REFIT_FOLD, Plan
-from gridcv.run.jobs import Assignment, base_batch, build_job, monitoring_info, requested_accumulation
-from gridcv.run.policy import Decision, Stop, decide, retry_shape
-from gridcv.run.progress import Reporter
+from gridcv.runner.jobs import Assignment, base_batch, build_job, monitoring_info, requested_accumulation
+from gridcv.runner.policy import Decision, Stop, decide, retry_shape
+from gridcv.runner.progress import Reporter
 from gridcv.store import AttemptRow, FoldStatus, ResultStore
 
 POLL_SECONDS = 0.5

@@ -4,7 +4,7 @@ The runner decides nothing from memory that the store knows: what is left is
 read from the store fold by fold, and a retry's batch size is worked out from
 the attempts the store recorded, so a run killed at any moment and started
 again carries on from the same state. Folds and the refit go through one
-loop (:class:`~gridcv.run.loop.TaskLoop`): one job builder, one policy.
+loop (:class:`~gridcv.runner.loop.TaskLoop`): one job builder, one policy.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from gridcv.execution import Executor, make_executor
 from gridcv.folders import EXPERIMENT_COPY
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import Plan, make_plan
-from gridcv.run.changes import adopt_changes, fingerprint_meta
-from gridcv.run.checks import check_folder, execution_spec, move_aside
-from gridcv.run.jobs import build_job, check_monitoring, fold_assignment
-from gridcv.run.loop import RunContext, TaskLoop, resume_hint
-from gridcv.run.progress import Reporter, RunShape, SilentReporter
-from gridcv.run.refit import plan_refit
+from gridcv.runner.changes import adopt_changes, fingerprint_meta
+from gridcv.runner.checks import check_folder, execution_spec, move_aside
+from gridcv.runner.jobs import build_job, check_monitoring, fold_assignment
+from gridcv.runner.loop import RunContext, TaskLoop, resume_hint
+from gridcv.runner.progress import Reporter, RunShape, SilentReporter
+from gridcv.runner.refit import plan_refit
 from gridcv.store import FoldStatus, ResultStore, RunLock
 from gridcv.store.failures import store_error
 

@@ -1,7 +1,6 @@
 """``gridcv.run(...)``: run or resume an experiment from Python, as ``gridcv run`` does from a shell.
 
-Light on purpose (imports happen when it is called): ``gridcv.run`` is also the
-package every part of a run lives in, and ``gridcv status`` imports it.
+Light on purpose: what a run needs is imported when it is called.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gridcv.config import Experiment
-    from gridcv.run.progress import Reporter
+    from gridcv.runner.progress import Reporter
     from gridcv.search import SearchResults
 
 # The keyword arguments of run() other than execution: keys, as the command line names them.
@@ -42,7 +41,7 @@ def run(
         debug: Workers write their logs here instead of ``<results>/logs`` (``--debug``).
         quiet: Show nothing (``--quiet``). Otherwise a live bar on a terminal, and one
             line per fold elsewhere: a notebook, a log file.
-        reporter: Receives the run's events instead (a :class:`~gridcv.run.progress.Reporter`).
+        reporter: Receives the run's events instead (a :class:`~gridcv.runner.progress.Reporter`).
         **execution: ``execution:`` keys, which win over the experiment's as command-line
             options do: ``isolation="inline"``, ``max_worker_memory="4GiB"``, ...
 
@@ -58,8 +57,8 @@ def run(
     """
     from gridcv.config import ExecutionSpec, Experiment, experiment_from_dict
     from gridcv.errors import ConfigError, did_you_mean
-    from gridcv.run.progress import make_reporter
-    from gridcv.run.runner import RunOptions, run_experiment
+    from gridcv.runner.progress import make_reporter
+    from gridcv.runner.runner import RunOptions, run_experiment
     from gridcv.search import load_search
 
     unknown = [k for k in execution if k not in ExecutionSpec.model_fields]
