@@ -11,6 +11,9 @@ start in a fraction of a second.
   ``best_params_``, ``best_estimator_``, ... as scikit-learn names them).
 - :func:`load_results`, :func:`load_folds`, :func:`load_attempts`: pandas DataFrames.
 - :func:`load_best_model`, :func:`load_best_model_info`: the refit model and what it expects.
+- :func:`compare`: which candidates really differ from the best (paired statistics on the folds).
+- :func:`load_history`: the per-epoch metrics of every fold.
+- :func:`write_report`: the HTML report of a results folder (``gridcv report``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from gridcv.errors import (
 if TYPE_CHECKING:
     from gridcv.best_model import BestModelInfo, load_best_model, load_best_model_info
     from gridcv.config import Experiment, experiment_from_dict, load_experiment
+    from gridcv.report import compare, load_history, write_report
     from gridcv.results import load_attempts, load_folds, load_results
     from gridcv.runner import RunOptions, RunSummary, run_experiment
     from gridcv.runner.api import run
@@ -61,6 +65,9 @@ _LAZY = {
     "load_best_model_info": "gridcv.best_model",
     "SearchResults": "gridcv.search",
     "load_search": "gridcv.search",
+    "compare": "gridcv.report.tables",
+    "load_history": "gridcv.report.tables",
+    "write_report": "gridcv.report.build",
 }
 
 
@@ -95,14 +102,17 @@ __all__ = [
     "SearchResults",
     "StoreError",
     "UserError",
+    "compare",
     "experiment_from_dict",
     "load_attempts",
     "load_best_model",
     "load_best_model_info",
     "load_experiment",
     "load_folds",
+    "load_history",
     "load_results",
     "load_search",
     "run",
     "run_experiment",
+    "write_report",
 ]

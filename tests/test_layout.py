@@ -1,8 +1,10 @@
 """The package layout keeps the process boundary: checked by parsing every module, importing none.
 
 - Only ``gridcv/training/`` imports Keras or TensorFlow (at the top of a module or inside a function).
-- Only ``gridcv/results.py`` imports pandas; only ``gridcv/store/`` imports sqlite3; only
-  ``gridcv/execution/`` imports multiprocessing, subprocess or psutil (one package owns each).
+- Only ``gridcv/results.py`` and ``gridcv/report/`` import pandas (both return DataFrames:
+  ``load_results``, ``gridcv.compare``, ``gridcv.load_history``); only ``gridcv/report/`` imports
+  matplotlib (the report's plots); only ``gridcv/store/`` imports sqlite3; only
+  ``gridcv/execution/`` imports multiprocessing, subprocess or psutil.
 - Outside ``training/``, only the worker's entry point, the inline executor, ``load_best_model``
   and the ``gridcv.models`` name reach ``gridcv.training``, and (but for that name) only
   inside functions, so importing them imports no Keras.
@@ -42,15 +44,18 @@ def imports_of(path: Path) -> list[tuple[str, int, bool]]:
     return found
 
 
-# Outside dependency -> the one place that may import it, as a path prefix, and how messages name it.
+# Outside dependency -> the places that may import it, as path prefixes, and how messages name it.
 OWNERS = {
-    "keras": ("training/", "Keras or TensorFlow"),
-    "tensorflow": ("training/", "Keras or TensorFlow"),
-    "pandas": ("results.py", "pandas"),
-    "sqlite3": ("store/", "sqlite3"),
-    "multiprocessing": ("execution/", "multiprocessing, subprocess or psutil"),
-    "subprocess": ("execution/", "multiprocessing, subprocess or psutil"),
-    "psutil": ("execution/", "multiprocessing, subprocess or psutil"),
+    "keras": (("training/",), "Keras or TensorFlow"),
+    "tensorflow": (("training/",), "Keras or TensorFlow"),
+    # Both return DataFrames (load_results; gridcv.compare and load_history, which the report is built from).
+    "pandas": (("results.py", "report/"), "pandas"),
+    # The report's plots; `gridcv status` and `results` never reach it (tests/test_startup.py).
+    "matplotlib": (("report/",), "matplotlib"),
+    "sqlite3": (("store/",), "sqlite3"),
+    "multiprocessing": (("execution/",), "multiprocessing, subprocess or psutil"),
+    "subprocess": (("execution/",), "multiprocessing, subprocess or psutil"),
+    "psutil": (("execution/",), "multiprocessing, subprocess or psutil"),
 }
 
 
@@ -64,8 +69,9 @@ def violations(package: Path) -> list[str]:
             root = module.split(".")[0]
             where = f"gridcv/{name}:{line}"
             if root in OWNERS and not name.startswith(OWNERS[root][0]):
-                owner, what = OWNERS[root]
-                out.append(f"{where}: imports {module}; only gridcv/{owner} may import {what}")
+                owners, what = OWNERS[root]
+                places = " and ".join(f"gridcv/{owner}" for owner in owners)
+                out.append(f"{where}: imports {module}; only {places} may import {what}")
             if module.startswith("gridcv.training") and not in_training:
                 if name not in TRAINING_GATES:
                     out.append(f"{where}: imports {module}; the parent side reaches training only through the worker")
@@ -83,7 +89,13 @@ def test_the_layout_keeps_keras_and_pandas_where_they_belong():
     [
         ("runner/runner.py", "import keras", "imports keras; only gridcv/training/ may import Keras or TensorFlow"),
         ("store/database.py", "    import tensorflow as tf", "imports tensorflow; only gridcv/training/ may"),
-        ("config/schema.py", "import pandas as pd", "imports pandas; only gridcv/results.py may import pandas"),
+        (
+            "config/schema.py",
+            "import pandas as pd",
+            "imports pandas; only gridcv/results.py and gridcv/report/ may import pandas",
+        ),
+        ("results.py", "    import matplotlib.pyplot", "imports matplotlib.pyplot; only gridcv/report/ may import"),
+        ("search.py", "from matplotlib.figure import Figure", "only gridcv/report/ may import matplotlib"),
         ("runner/status.py", "import sqlite3", "imports sqlite3; only gridcv/store/ may import sqlite3"),
         ("runner/runner.py", "    import multiprocessing", "only gridcv/execution/ may import multiprocessing"),
         ("runner/jobs.py", "from gridcv.training.fold import run_fold", "the parent side reaches training only"),

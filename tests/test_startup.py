@@ -1,8 +1,8 @@
 """`gridcv status` and `gridcv results` start fast: what they load is checked, not timed.
 
 Each command runs in a fresh interpreter and reports the heavy libraries in
-``sys.modules`` afterwards: neither pandas, scikit-learn, SciPy nor TensorFlow
-(their imports are most of the 2 s the commands took before).
+``sys.modules`` afterwards: neither pandas, scikit-learn, SciPy, TensorFlow nor
+matplotlib (their imports are most of the 2 s the commands took before).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import write_crashed_run
 
-HEAVY = ("pandas", "sklearn", "scipy", "tensorflow", "keras")
+HEAVY = ("pandas", "sklearn", "scipy", "tensorflow", "keras", "matplotlib")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,6 +34,7 @@ def loaded_after(code: str) -> list[str]:
     [
         "import gridcv",
         "import gridcv; gridcv.run, gridcv.load_search, gridcv.load_best_model_info, gridcv.NotAvailableError",
+        "import gridcv.report",
         "from gridcv.cli import _parser; _parser().parse_args(['status', 'x'])",
         "from gridcv.cli import main; main(['status', FOLDER])",
         "from gridcv.cli import main; main(['results', FOLDER])",
