@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--restart", action="store_true", help="move existing results aside and start again")
     run.add_argument("--retry-failed", action="store_true", help="run failed folds again")
+    run.add_argument("--no-report", action="store_true", help="do not write <results>/report.html at the end")
     _add_execution_options(run.add_argument_group("execution (overrides the file's execution: section)"))
 
     status = sub.add_parser("status", help="how far a run is")
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("path", help="results folder or experiment file")
     results.add_argument("--csv", metavar="FILE", help="write the full cv_results_ table as CSV")
     results.add_argument("--all-columns", action="store_true", help="print every cv_results_ column")
+
+    report = sub.add_parser("report", help="write the HTML report of a results folder (also mid-run)")
+    report.add_argument("path", help="results folder or experiment file")
+    report.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: <results>/report.html)")
     return parser
 
 
@@ -64,7 +69,12 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
     options = RunOptions(
-        output=args.output, restart=args.restart, retry_failed=args.retry_failed, execution=overrides, debug=args.debug
+        output=args.output,
+        restart=args.restart,
+        retry_failed=args.retry_failed,
+        execution=overrides,
+        debug=args.debug,
+        report=not args.no_report,
     )
     summary = run_experiment(args.experiment, options, make_reporter(args.quiet))
     c = summary.counts
@@ -105,6 +115,13 @@ def _results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from gridcv.report import write_report
+
+    print(f"wrote {write_report(args.path, args.output)}")
+    return 0
+
+
 def _label(exc: GridcvError) -> str:
     """How the error is introduced: ``gridcv: <label>: <message>``."""
     if isinstance(exc, UserError):
@@ -120,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="gridcv: %(levelname)s: %(message)s")
-    commands: dict[str, Any] = {"run": _run, "status": _status, "results": _results}
+    commands: dict[str, Any] = {"run": _run, "status": _status, "results": _results, "report": _report}
     try:
         return int(commands[args.command](args))
     except GridcvError as exc:

@@ -125,7 +125,7 @@ def test_run_takes_execution_keys_as_keyword_arguments_and_names_a_wrong_one(mak
         gridcv.run(path, isolaton="inline")
     assert str(info.value).startswith(
         "gridcv.run() got an unknown keyword argument 'isolaton' (did you mean 'isolation'?). It takes output, "
-        "restart, retry_failed, debug, quiet, reporter and the execution: keys (isolation, max_worker_memory, "
+        "restart, retry_failed, debug, quiet, reporter, report and the execution: keys (isolation, max_worker_memory, "
     )
     assert inspect.signature(gridcv.run).parameters["output"].kind is inspect.Parameter.KEYWORD_ONLY
 

@@ -13,7 +13,8 @@ import gridcv
 from gridcv.cli import main
 from gridcv.execution.messages import EpochEnded, FoldOutcome, OutcomeKind
 from gridcv.plan import REFIT_FOLD, FoldTask
-from gridcv.runner.progress import LineReporter, RunShape, SilentReporter, TerminalReporter, make_reporter
+from gridcv.runner.live import TerminalReporter, estimate_remaining
+from gridcv.runner.progress import FinishedFold, LineReporter, RunShape, SilentReporter, make_reporter
 from gridcv.store import FoldStatus
 
 
@@ -59,7 +60,10 @@ def test_not_on_a_terminal_the_log_gets_a_line_per_fold(make_experiment, capsys)
     for line, (n, candidate, fold, units) in zip(lines[2:6], folds, strict=True):
         assert re.fullmatch(rf"\[T\] done   {n}/4 candidate {candidate} fold {fold} \(units={units}\){scores}", line)
     folder = path.parent / "results" / "tiny"
-    assert lines[6:] == [f"{folder}: 4 done, 0 failed, 0 left of 4 folds. See: gridcv results {folder}"]
+    assert lines[6:] == [
+        f"[T] report: {folder / 'report.html'}",
+        f"{folder}: 4 done, 0 failed, 0 left of 4 folds. See: gridcv results {folder}",
+    ]
 
 
 @pytest.fixture
@@ -180,3 +184,111 @@ def test_every_execution_key_is_a_command_line_option_made_from_the_schema():
     assert options["on_oom"].choices == ["retry_smaller_batch", "skip", "stop"]
     assert options["isolation"].choices == ["process", "inline"]
     assert options["folds_per_worker"].type is int and options["max_worker_memory"].metavar == "SIZE"
+
+
+class FakeMonotonic:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _live(width: int = 80) -> tuple[TerminalReporter, FakeMonotonic, io.StringIO]:
+    out, clock = io.StringIO(), FakeMonotonic()
+    console = Console(file=out, width=width, force_terminal=True, color_system=None)
+    return TerminalReporter(console, clock=clock, refresh_per_second=1000), clock, out
+
+
+def _screen(reporter: TerminalReporter) -> list[str]:
+    lines = [line.plain for line in reporter.lines()]
+    assert all(len(line) <= 80 for line in lines), lines
+    return lines
+
+
+def test_the_live_display_nests_candidate_fold_and_epoch_with_the_best_score_and_an_eta():
+    reporter, clock, _ = _live()
+    first = FoldTask("t00", "c0", 0, 0, {"filters": 8, "learning_rate": 0.001}, 0)
+    second = FoldTask("t10", "c1", 1, 0, {"filters": 16, "learning_rate": 0.001}, 0)
+    reporter.begin(RunShape("digits-cnn", 12, 0, 4, 3, ("cpu",), "accuracy"))
+    head = "digits-cnn " + "─" * 36 + " 0/12 folds  0:00:00  ETA -:--:--"
+    assert _screen(reporter) == [head]
+    reporter.fold_started(first, 1, 32, 0)
+    clock.now += 30
+    reporter.epoch_ended(first, EpochEnded("t00", 5, 8))
+    assert _screen(reporter) == [
+        head.replace("0:00:00", "0:00:30"),
+        "  candidate 1/4  fold 1/3  epoch 5/8 ━━━━━━━╸────  filters=8, learning_rate=0.0…",
+    ]
+    clock.now += 30
+    done = FoldOutcome("t00", OutcomeKind.DONE, scores={"accuracy": 0.9}, fit_time=59.5, score_time=0.5)
+    reporter.fold_finished(first, done, FoldStatus.DONE)
+    reporter.fold_started(second, 2, 16, 0)
+    clock.now += 15
+    # 11 folds left at the 60 s the first took, less the 15 s the one in flight has run: 645 s.
+    assert _screen(reporter) == [
+        "digits-cnn ━━━" + "─" * 33 + " 1/12 folds  0:01:15  ETA 0:10:45",
+        "  best accuracy 0.9000 (1/3 folds) candidate 1/4: filters=8, learning_rate=0.001",
+        "  candidate 2/4  fold 1/3  first epoch (attempt 2, batch 16)  filters=16, learn…",
+    ]
+    reporter.end()
+
+
+def test_a_resumed_run_has_its_eta_and_best_score_from_the_store_at_once():
+    reporter, _, _ = _live()
+    finished = tuple(
+        FinishedFold(c, {"units": 4 * (c + 1)}, seconds, score)
+        for c, seconds, score in [(0, 100.0, 0.7), (0, 110.0, 0.8), (1, 40.0, 0.9), (1, None, None)]
+    )
+    reporter.begin(RunShape("tiny", 8, 4, 4, 2, ("GPU 0", "GPU 1"), "accuracy", finished))
+    # Candidates 1 and 2 are finished (2 has a failed fold, so no mean: it cannot be best); 3 and 4 have
+    # 2 folds each at the mean of every fold's time (250 / 3 s): 333 s of work shared by 2 slots.
+    assert _screen(reporter) == [
+        "tiny " + "━" * 20 + "─" * 20 + " 4/8 folds  0:00:00  ETA 0:02:47",
+        "  best accuracy 0.7500 candidate 1/4: units=4",
+    ]
+    reporter.end()
+
+
+def test_each_slot_in_flight_has_a_line_named_by_the_slot():
+    reporter, _, _ = _live()
+    reporter.begin(RunShape("tiny", 4, 0, 2, 2, ("GPU 0", "GPU 1"), "accuracy"))
+    reporter.fold_started(_task(1, 1, 8), 1, 16, 1)
+    reporter.fold_started(_task(0, 0, 4), 1, 16, 0)
+    reporter.fold_started(_task(1, REFIT_FOLD, 8), 1, 16, 1)  # the slot's next task replaces its line
+    assert _screen(reporter)[1:] == [
+        "  GPU 0: candidate 1/2  fold 1/2  first epoch  units=4",
+        "  GPU 1: refit of candidate 2  first epoch  units=8",
+    ]
+    reporter.end()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "left", "running", "slots", "expected"),
+    [
+        ({}, {0: 3}, [], 1, None),  # nothing finished yet: no estimate
+        ({0: [10.0, 20.0]}, {0: 1, 1: 2}, [], 1, 45.0),  # own mean 15; overall mean 15 for the unknown one
+        ({0: [10.0], 1: [30.0]}, {0: 2, 1: 2}, [], 2, 40.0),  # 2*10 + 2*30 shared by 2 slots
+        ({0: [10.0], 1: [30.0]}, {0: 2, 1: 2}, [(1, 12.0)], 2, 34.0),  # 12 s of a 30 s fold already run
+        ({0: [10.0]}, {0: 1}, [(0, 25.0)], 1, 0.0),  # running past its expected time: never negative
+    ],
+)
+def test_the_eta_weighs_each_candidates_own_fold_time(seconds, left, running, slots, expected):
+    assert estimate_remaining(seconds, left, running, slots) == expected
+
+
+def test_no_line_of_a_real_run_wraps_on_an_80_column_terminal(make_experiment):
+    out = io.StringIO()
+    reporter = TerminalReporter(Console(file=out, force_terminal=True, width=80, color_system=None))
+    long = {"units": [4], "learning_rate": [0.0123456789], "dropout": [0.123456789123], "momentum_name": ["nesterov"]}
+    gridcv.run_experiment(make_experiment(grid=long, fit={"epochs": 2, "batch_size": 16}), reporter=reporter)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # cursor moves and the like
+    lines = [line for chunk in text.split("\n") for line in chunk.split("\r")]
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert "done   candidate 1 fold 2 (dropout=0.123456789123, learning_rate=0.0123456789, …" in lines
+    assert re.fullmatch(r"tiny ━{40} 2/2 folds  \d:\d\d:\d\d  ETA 0:00:00", lines[-3]), lines[-3]
+    assert re.fullmatch(
+        r"  best accuracy \d\.\d{4} candidate 1/1: dropout=0\.123456789123, learning_rate=0\.0…", lines[-2]
+    )

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from gridcv.search import SearchResults
 
 # The keyword arguments of run() other than execution: keys, as the command line names them.
-OPTIONS = ("output", "restart", "retry_failed", "debug", "quiet", "reporter")
+OPTIONS = ("output", "restart", "retry_failed", "debug", "quiet", "reporter", "report")
 
 
 def run(
@@ -27,6 +27,7 @@ def run(
     debug: bool = False,
     quiet: bool = False,
     reporter: Reporter | None = None,
+    report: bool = True,
     **execution: Any,
 ) -> SearchResults:
     """Runs (or resumes) an experiment and returns its results, like ``gridcv run``.
@@ -42,6 +43,7 @@ def run(
         quiet: Show nothing (``--quiet``). Otherwise a live bar on a terminal, and one
             line per fold elsewhere: a notebook, a log file.
         reporter: Receives the run's events instead (a :class:`~gridcv.runner.progress.Reporter`).
+        report: Write ``<results>/report.html`` when the run ends (``--no-report`` is ``report=False``).
         **execution: ``execution:`` keys, which win over the experiment's as command-line
             options do: ``isolation="inline"``, ``max_worker_memory="4GiB"``, ...
 
@@ -76,6 +78,8 @@ def run(
             "give the path of the YAML file, or the same structure as a dict."
         )
     overrides = {k: v for k, v in execution.items() if v is not None}
-    options = RunOptions(output=output, restart=restart, retry_failed=retry_failed, execution=overrides, debug=debug)
+    options = RunOptions(
+        output=output, restart=restart, retry_failed=retry_failed, execution=overrides, debug=debug, report=report
+    )
     summary = run_experiment(experiment, options, reporter or make_reporter(quiet))
     return load_search(summary.folder)

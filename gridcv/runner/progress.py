@@ -1,11 +1,11 @@
 """Progress display of a run: folds done / total, the fold in flight, elapsed time, ETA.
 
-On a terminal, rich draws the live bar (it handles terminal width, redraws
-and the ETA estimate better than hand-written carriage returns). Anywhere
-else (``> run.log``, nohup, Slurm, CI, a notebook) :class:`LineReporter`
-prints plain lines to stdout: one per finished, failed or retried fold, and
-one every few minutes per fold in flight with the epoch it reached.
-``--quiet`` shows nothing.
+On a terminal, :class:`~gridcv.runner.live.TerminalReporter` draws a live
+display with rich (candidate -> fold -> epoch, the best score so far, an ETA
+from the folds' times in the store). Anywhere else (``> run.log``, nohup,
+Slurm, CI, a notebook) :class:`LineReporter` prints plain lines to stdout:
+one per finished, failed or retried fold, and one every few minutes per fold
+in flight with the epoch it reached. ``--quiet`` shows nothing.
 """
 
 from __future__ import annotations
@@ -13,26 +13,35 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from gridcv.execution.messages import EpochEnded, FoldOutcome
 from gridcv.plan import REFIT_FOLD, FoldTask
 from gridcv.store import FoldStatus
 
 HEARTBEAT_SECONDS = 300.0  # a line this often per fold in flight, when not on a terminal
+
+
+@dataclass(frozen=True)
+class FinishedFold:
+    """A fold the store had finished (done or failed) when the run began: what the ETA and the best
+    score start from.
+
+    Attributes:
+        candidate_index: Its candidate.
+        params: The candidate's parameters.
+        seconds: Its fit and score time (None for a failed fold).
+        score: Its score by the run's ranking scorer (None for a failed fold).
+    """
+
+    candidate_index: int
+    params: Mapping[str, Any]
+    seconds: float | None = None
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class RunShape:
         n_candidates: Candidates in the grid.
         n_splits: Folds per candidate.
         slots: What each of the executor's slots is (``cpu``, ``GPU 0``, ``inline``...).
+        scorer: The scorer that ranks candidates (the refit scorer, else the first).
+        finished: The folds of the plan the store had finished, with their times and scores.
     """
 
     name: str
@@ -54,6 +65,8 @@ class RunShape:
     n_candidates: int
     n_splits: int
     slots: tuple[str, ...] = ("cpu",)
+    scorer: str | None = None
+    finished: tuple[FinishedFold, ...] = ()
 
 
 class Reporter(Protocol):
@@ -104,67 +117,6 @@ class SilentReporter:
 
     def end(self) -> None:
         pass
-
-
-class TerminalReporter:
-    """A live progress bar on stderr, with one line per finished or failed fold."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self._progress = Progress(
-            TextColumn("[bold]{task.fields[name]}[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("folds"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.description}"),
-            console=self.console,
-            transient=False,
-        )
-        self._bar: TaskID | None = None
-        self._retry: dict[str, str] = {}
-        self._n_candidates = 0
-        self._n_splits = 0
-
-    def begin(self, shape: RunShape) -> None:
-        self._n_candidates, self._n_splits = shape.n_candidates, shape.n_splits
-        if shape.done:
-            self.console.print(f"{shape.name}: {shape.done} of {shape.total} folds already finished; resuming")
-        self._progress.start()
-        self._bar = self._progress.add_task("", total=shape.total, completed=shape.done, name=shape.name)
-
-    def fold_started(self, task: FoldTask, attempt: int, batch_size: int, slot: int) -> None:
-        self._retry[task.task_id] = f" (attempt {attempt}, batch {batch_size})" if attempt > 1 else ""
-        self._describe(self._where(task))
-
-    def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
-        self._describe(f"{self._where(task)} epoch {epoch.epoch}/{epoch.epochs}")
-
-    def _where(self, task: FoldTask) -> str:
-        retry = self._retry.get(task.task_id, "")
-        if task.fold == REFIT_FOLD:
-            return f"refit of candidate {task.candidate_index + 1}{retry}"
-        return f"candidate {task.candidate_index + 1}/{self._n_candidates} fold {task.fold + 1}/{self._n_splits}{retry}"
-
-    def fold_finished(self, task: FoldTask, outcome: FoldOutcome, status: FoldStatus) -> None:
-        label = {FoldStatus.DONE: "[green]done[/]  ", FoldStatus.FAILED: "[red]failed[/]"}.get(
-            status, "[yellow]retry[/] "
-        )
-        self.console.print(f"{label} {fold_name(task)}: {outcome_text(outcome, status)}")
-        if status.is_finished() and task.fold != REFIT_FOLD and self._bar is not None:
-            self._progress.advance(self._bar)
-
-    def message(self, text: str) -> None:
-        self.console.print(text)
-
-    def end(self) -> None:
-        self._progress.stop()
-
-    def _describe(self, text: str) -> None:
-        if self._bar is not None:
-            self._progress.update(self._bar, description=text)
 
 
 def fold_name(task: FoldTask) -> str:
@@ -282,5 +234,15 @@ def make_reporter(quiet: bool) -> Reporter:
         return SilentReporter()
     console = Console(stderr=True)
     if console.is_terminal and sys.stdout.isatty():
+        from gridcv.runner.live import TerminalReporter
+
         return TerminalReporter(console)
     return LineReporter()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TerminalReporter":  # defined in gridcv.runner.live, which imports this module
+        from gridcv.runner.live import TerminalReporter
+
+        return TerminalReporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

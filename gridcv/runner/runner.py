@@ -30,7 +30,7 @@ from gridcv.runner.changes import adopt_changes, fingerprint_meta
 from gridcv.runner.checks import check_folder, execution_spec, move_aside
 from gridcv.runner.jobs import build_job, check_monitoring, fold_assignment
 from gridcv.runner.loop import RunContext, TaskLoop, resume_hint
-from gridcv.runner.progress import Reporter, RunShape, SilentReporter
+from gridcv.runner.progress import FinishedFold, Reporter, RunShape, SilentReporter
 from gridcv.runner.refit import plan_refit
 from gridcv.store import FoldStatus, ResultStore, RunLock
 from gridcv.store.failures import store_error
@@ -46,6 +46,8 @@ class RunOptions:
         retry_failed: Run failed folds again.
         execution: ``execution:`` keys given on the command line (they win).
         debug: Workers write their logs to this terminal instead of ``<results>/logs``.
+        report: Write ``<results>/report.html`` when the run ends (``gridcv run`` does unless
+            ``--no-report``); a report that fails is a warning, never a failed run.
     """
 
     output: str | Path | None = None
@@ -53,6 +55,7 @@ class RunOptions:
     retry_failed: bool = False
     execution: dict[str, Any] = field(default_factory=dict)
     debug: bool = False
+    report: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,13 @@ def run_experiment(
             executor.set_log_dir(folder / "logs")
             with ResultStore.open(folder, create=True) as store:
                 run = RunContext(experiment, plan, folder, store, executor, execution, reporter, monitoring)
-                return _run(run, options, source.describe())
+                try:
+                    summary = _run(run, options, source.describe())
+                except (AllFoldsFailed, RunStopped):
+                    _write_report(folder, options, reporter)  # failures are what the report is for
+                    raise
+            _write_report(folder, options, reporter)
+            return summary
         finally:
             lock.release()
     finally:
@@ -144,10 +153,17 @@ def _run(run: RunContext, options: RunOptions, inputs: InputFormat) -> RunSummar
     reclaimed, monitoring = _start(run, options)
     run = replace(run, monitoring=monitoring)
     experiment, plan, store, folder = run.experiment, run.plan, run.store, run.folder
-    statuses = store.statuses()
-    done_before = sum(1 for t in plan.tasks if statuses[t.task_id].is_finished())
+    scorer = experiment.spec.refit_scorer() or experiment.spec.scorers()[0]
+    finished = _finished_folds(store, plan, scorer)
     shape = RunShape(
-        experiment.spec.name, len(plan.tasks), done_before, len(plan.candidates), plan.n_splits, run.executor.slot_names
+        experiment.spec.name,
+        len(plan.tasks),
+        len(finished),
+        len(plan.candidates),
+        plan.n_splits,
+        run.executor.slot_names,
+        scorer,
+        finished,
     )
     run.reporter.begin(shape)
     attempts = 0
@@ -160,6 +176,35 @@ def _run(run: RunContext, options: RunOptions, inputs: InputFormat) -> RunSummar
     finally:
         run.reporter.end()  # stops the live display, however the loop ended
     return RunSummary(folder=folder, counts=store.counts(), attempts=attempts, reclaimed=reclaimed)
+
+
+def _finished_folds(store: ResultStore, plan: Plan, scorer: str) -> tuple[FinishedFold, ...]:
+    """The plan's folds the store has finished, with their times and scores (for the ETA and the best so far)."""
+    planned = {t.task_id for t in plan.tasks}
+    out = []
+    for r in store.fold_rows():
+        if r.task_id in planned and r.status.is_finished():
+            done = r.status is FoldStatus.DONE
+            seconds = (r.fit_time or 0.0) + (r.score_time or 0.0) if done and r.fit_time is not None else None
+            out.append(FinishedFold(r.candidate_index, r.params, seconds, r.scores.get(scorer) if done else None))
+    return tuple(out)
+
+
+def _write_report(folder: Path, options: RunOptions, reporter: Reporter) -> None:
+    """Writes the folder's report; any error is a warning line: a report never fails a run."""
+    if not options.report:
+        return
+    try:
+        from gridcv.report import write_report  # matplotlib, only when a report is written
+
+        path = write_report(folder)
+    except Exception as exc:  # whatever breaks in the report, the run's results are safe and complete
+        reporter.message(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); the results are not "
+            f"affected. Try again with: gridcv report {folder}"
+        )
+        return
+    reporter.message(f"report: {path}")
 
 
 def _start(run: RunContext, options: RunOptions) -> tuple[tuple[str, ...], Monitoring]:
@@ -178,6 +223,8 @@ def _start(run: RunContext, options: RunOptions) -> tuple[tuple[str, ...], Monit
         return_train_score=spec.return_train_score,
         candidates=[t.candidate_id for t in plan.tasks if t.fold == 0],
         n_splits=plan.n_splits,
+        split_sizes=[[len(train), len(test)] for train, test in plan.splits],
+        versions=package_versions(),
         experiment_file=str(experiment.path),
     )
     try:
@@ -239,6 +286,19 @@ def _refit(run: RunContext, stop: threading.Event, inputs: InputFormat) -> int:
             "complete. Run again with --retry-failed to retry the refit from its last checkpoint."
         )
     return made
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that made the results, read from their metadata (nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("gridcv", "tensorflow", "keras", "scikit-learn", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 @contextmanager
