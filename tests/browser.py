@@ -69,7 +69,8 @@ class Browser:
         self.timeout = timeout
         self.errors: list[str] = []  # console errors, uncaught exceptions, error log entries
         self.requests: list[str] = []  # every URL the page asked for
-        self._profile = tempfile.TemporaryDirectory(prefix="gridcv-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="gridcv-chromium-", ignore_cleanup_errors=True)
+        self._log = open(Path(self._profile.name) / "stderr.log", "wb")  # closed in close()
         to_browser, self._write_fd = os.pipe()
         self._read_fd, from_browser = os.pipe()
         self._process = subprocess.Popen(
@@ -79,7 +80,7 @@ class Browser:
             preexec_fn=lambda: _as_fds_3_and_4(to_browser, from_browser),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=open("/tmp/i15/chromium.err", "w"),
+            stderr=self._log,
         )
         os.close(to_browser)
         os.close(from_browser)
@@ -121,6 +122,7 @@ class Browser:
                 os.close(fd)
             except OSError:
                 pass
+        self._log.close()
         self._profile.cleanup()
 
     def open(self, path: Path) -> None:
@@ -197,6 +199,13 @@ class Browser:
         if "method" in message:
             self._record(message)
         return dict(message)
+
+    def _stderr(self) -> str:
+        """The exit code and the end of what the browser wrote to stderr, for an error message."""
+        self._log.flush()
+        lines = (Path(self._profile.name) / "stderr.log").read_text(errors="replace").splitlines()
+        useful = [line for line in lines if "dbus" not in line][-8:]
+        return f" (exit code {self._process.poll()}); its stderr ends:\n" + "\n".join(useful)
 
     def _record(self, event: dict[str, Any]) -> None:
         self._events.append(event)

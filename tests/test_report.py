@@ -79,8 +79,8 @@ def test_a_finished_run_has_every_section_and_marks_the_candidates_the_test_cann
     # Holm over 3 comparisons: #4's p ~ 0 is tripled, #1's 0.028 doubled (0.056 >= 0.05), #3's 0.44 kept.
     verdicts = [["complete", "best"], ["complete", "≈ best"], ["complete", "≈ best"], ["complete", "worse"]]
     assert [r[-2:] for r in rows] == verdicts
-    means = [["0.8840", "0.0242"], ["0.8800", "0.0335"], ["0.8680", "0.0248"], ["0.6040", "0.0287"]]  # np.std
-    assert [r[4:6] for r in rows] == means
+    means = ["0.8840 ± 0.0242", "0.8800 ± 0.0335", "0.8680 ± 0.0248", "0.6040 ± 0.0287"]  # np.std, as scikit-learn
+    assert [r[4] for r in rows] == means
     assert "fold 1: 0.9000; fold 2: 0.8500; fold 3: 0.8800; fold 4: 0.9200; fold 5: 0.8700" in html
     assert "20 (4 candidates x 5 splits): 20 done, 0 failed, 0 retried, 0 attempts out of memory, 0 left" in html
     assert "Only 5 folds: the t-test has 4 degrees of freedom" in html  # k < 10, in plain words
@@ -224,7 +224,9 @@ def test_gridcv_run_writes_the_report_unless_told_not_to(make_experiment, capsys
     assert not (folder / "report.html").exists()
     assert main(["run", str(path)]) == 0
     assert "report: " + str(folder / "report.html") in capsys.readouterr().out
-    assert "tiny: cross-validation report" in (folder / "report.html").read_text()
+    html = (folder / "report.html").read_text()
+    assert "tiny: cross-validation report" in html
+    assert "A run is in progress" not in html  # written once the run has released the folder
 
 
 def test_a_report_that_cannot_be_written_is_a_warning_not_a_failed_run(make_experiment, capsys):
@@ -239,3 +241,15 @@ def test_a_report_that_cannot_be_written_is_a_warning_not_a_failed_run(make_expe
         out,
     ), out
     assert out.splitlines()[-1].startswith(f"{folder}: 4 done, 0 failed, 0 left of 4 folds.")
+
+
+def test_a_run_whose_every_fold_failed_still_gets_its_report(make_experiment, capsys):
+    path = make_experiment(grid={"explode": ["yes"]})
+    folder = path.parent / "results" / "tiny"
+    assert main(["run", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "gridcv: failed: every fold failed (2 of 2)" in captured.err
+    assert f"report: {folder / 'report.html'}" in captured.out
+    html = (folder / "report.html").read_text()
+    assert "2 (1 candidate x 2 splits): 0 done, 2 failed" in html
+    assert html.count("ValueError: this candidate always fails") >= 2  # in the failures table, with tracebacks

@@ -69,7 +69,13 @@ def learning_curves(data: ReportData, order: Sequence[int]) -> Plot | None:
             if row == len(metrics) - 1:
                 ax.set_xlabel("epoch")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.legend(handles=_legend(max(len(by_candidate[i]) for i in top)), loc="outside right center")
+    rows = [r for i in top for r in by_candidate[i]]
+    shown = {
+        "validation": any(f"val_{m}" in r.history for r in rows for m in metrics),
+        "early stop": any(r.info.get("stopped_epoch") for r in rows),
+        "resumed": any(r.task_id in resumed for r in rows),
+    }
+    fig.legend(handles=_legend(max(len(by_candidate[i]) for i in top), shown), loc="outside right center")
     caption = (
         f"Learning curves of every fold of the top {len(top)} candidates: training (solid) and validation "
         "(dashed, the samples callbacks monitored) per epoch. A dot marks each fold's best epoch, a cross the "
@@ -104,16 +110,17 @@ def _fold_curves(ax: Axes, r: FoldRow, metric: str, resumed: list[int]) -> None:
         ax.axvline(epoch + 0.5, linestyle=":", color=colour, linewidth=1)
 
 
-def _legend(n_folds: int) -> list[Line2D]:
+def _legend(n_folds: int, shown: dict[str, bool]) -> list[Line2D]:
+    """Fold colours, then the line styles and marks (those in ``shown`` only when it says they are drawn)."""
     handles = [Line2D([], [], color=f"C{f % 10}", label=f"fold {f + 1}") for f in range(min(n_folds, 10))]
-    handles += [
+    marks = [
         Line2D([], [], color="black", linestyle="-", label="training"),
         Line2D([], [], color="black", linestyle="--", label="validation"),
         Line2D([], [], color="black", marker="o", linestyle="", label="best epoch"),
         Line2D([], [], color="black", marker="x", linestyle="", label="early stop"),
         Line2D([], [], color="black", linestyle=":", label="resumed"),
     ]
-    return handles
+    return handles + [h for h in marks if shown.get(str(h.get_label()), True)]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; }
 p.explain { color: var(--muted); max-width: 900px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { padding: 3px 8px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th, td { padding: 3px 6px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
 th { background: #f5f6f8; position: sticky; top: 0; }
 table.sortable th { cursor: pointer; } table.sortable th:hover { background: #e9ecf1; }
 td.text, th.text { text-align: left; }
@@ -42,12 +42,12 @@ svg.strip { display: block; }
 
 DASH = "\u2013"  # an en dash: what a missing value shows
 
-# Click a header to sort its table by that column (numbers as numbers; again to reverse).
+# Click a header to sort its table by that column, ascending (numbers as numbers, blanks last); again to reverse.
 SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach(function (th, col) {
   th.addEventListener("click", function () {
-    var body = th.closest("table").tBodies[0], down = th.dataset.dir !== "desc";
-    th.dataset.dir = down ? "desc" : "asc";
+    var body = th.closest("table").tBodies[0], up = th.dataset.dir !== "asc";
+    th.dataset.dir = up ? "asc" : "desc";
     var key = function (row) {
       var cell = row.cells[col], v = cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent;
       var n = parseFloat(v); return isNaN(n) ? [1, v] : [0, n];
@@ -55,7 +55,7 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {
     Array.from(body.rows).sort(function (a, b) {
       var x = key(a), y = key(b);
       if (x[0] !== y[0]) return x[0] - y[0];
-      return (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0) * (down ? -1 : 1);
+      return (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0) * (up ? 1 : -1);
     }).forEach(function (row) { body.appendChild(row); });
   });
 });
@@ -105,7 +105,7 @@ def table(
     return f'<div class="scroll"><table{kind}><thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def strip(scores: Sequence[float], low: float, high: float, width: int = 150, height: int = 16) -> str:
+def strip(scores: Sequence[float], low: float, high: float, width: int = 130, height: int = 16) -> str:
     """Every fold's score as a dot on one line (shared scale ``low``..``high``), the mean as a tick."""
     present = [s for s in scores if not math.isnan(s)]
     if not present:

@@ -88,10 +88,14 @@ def _counts(data: ReportData) -> str:
     left = data.count(FoldStatus.PENDING) + data.count(FoldStatus.RUNNING)
     running = f" ({data.count(FoldStatus.RUNNING)} running)" if data.count(FoldStatus.RUNNING) else ""
     return (
-        f"{len(data.rows)} ({data.n_candidates} candidates x {data.n_splits} splits): "
+        f"{len(data.rows)} ({_plural(data.n_candidates, 'candidate')} x {_plural(data.n_splits, 'split')}): "
         f"{data.count(FoldStatus.DONE)} done, {data.count(FoldStatus.FAILED)} failed, {retried} retried, "
         f"{oom} attempts out of memory, {left} left{running}"
     )
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _times(data: ReportData) -> str:
@@ -112,7 +116,7 @@ def leaderboard(data: ReportData, order: Sequence[int], comparison: Comparison |
     low, high = (float(np.nanmin(scores)), float(np.nanmax(scores))) if not np.isnan(scores).all() else (0.0, 1.0)
     verdicts = _verdicts(comparison)
     others = [s for s in data.scorers if s != data.primary]
-    header = ["rank", "candidate", *names, f"mean {data.primary}", "± std", "folds", *(f"mean {s}" for s in others)]
+    header = ["rank", "candidate", *names, f"mean {data.primary} ± std", "folds", *(f"mean {s}" for s in others)]
     header += ["fit s/fold", "epochs", "peak memory", "status", "vs best"]
     rows, classes = [], []
     by_candidate = _rows_by_candidate(data.rows)
@@ -122,7 +126,7 @@ def leaderboard(data: ReportData, order: Sequence[int], comparison: Comparison |
         line = cell(str(r[f"rank_test_{data.suffix}"][i]) if _complete(scores[i]) else DASH, _rank_key(data, i))
         line += cell(f"#{i + 1}", i + 1)
         line += "".join(cell(_param(r["params"][i], n), _sortable(r["params"][i].get(n)), "text") for n in names)
-        line += cell(number(mean), mean) + cell(number(std), std)
+        line += cell(f"{number(mean)} ± {number(std)}" if not math.isnan(mean) else DASH, mean)
         line += cell(strip(list(scores[i]), low, high), mean, raw=True, title=_fold_title(scores[i]))
         line += "".join(cell(number(m := float(data.means(s)[i])), m) for s in others)
         line += _resources(folds)
@@ -259,7 +263,7 @@ def comparison_section(data: ReportData, comparison: Comparison | None, order: S
             + cell(probability(row.p_candidate_better), row.p_candidate_better)
         )
     header = ["candidate", "parameters", f"mean {c.scorer}", "Δ", "k", "t", "p", "p (Holm)", "verdict"]
-    header += ["P(best better)", "P(equivalent)", "P(candidate better)"]
+    header += ["P(best better)", "P(equivalent)", "P(cand. better)"]
     shown = len(rows)
     more = (
         f'<p class="explain">The {shown} candidates after the best are shown; gridcv.compare(folder) returns '

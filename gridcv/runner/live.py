@@ -259,7 +259,8 @@ class TerminalReporter:
         self._print(Text(text))
 
     def end(self) -> None:
-        self._live.refresh()
+        if self._state is not None:  # begun: draw the final state once more, and leave it on screen
+            self._live.refresh()
         self._live.stop()
 
     def _print(self, text: Text) -> None:

@@ -114,6 +114,7 @@ def run_experiment(
         _make_folder(folder)
         lock = RunLock(folder)
         lock.acquire()
+        ended = False  # the run came to its end, every fold done or failed: worth a report
         try:
             executor.set_log_dir(folder / "logs")
             with ResultStore.open(folder, create=True) as store:
@@ -121,12 +122,14 @@ def run_experiment(
                 try:
                     summary = _run(run, options, source.describe())
                 except (AllFoldsFailed, RunStopped):
-                    _write_report(folder, options, reporter)  # failures are what the report is for
+                    ended = True  # failures are what the report is for
                     raise
-            _write_report(folder, options, reporter)
-            return summary
+                ended = True
+                return summary
         finally:
             lock.release()
+            if ended:  # once the lock is released: the report must not say this run is still going
+                _write_report(folder, options, reporter)
     finally:
         executor.close()
 
