@@ -155,7 +155,8 @@ def test_compare_takes_any_baseline_and_any_higher_is_better_scorer(tmp_path):
         run = _folder(folder, scoring=["neg_mean_squared_error", "r2"])
         for f in range(5):
             for c, shift in enumerate((0.0, -0.5, -0.02)):
-                run.done(c, f, {"neg_mean_squared_error": -1.0 + shift + 0.01 * f, "r2": 0.5 + shift})
+                r2 = 0.5 - shift if c == 1 else 0.5 + shift  # by r2, candidate 1 is the best
+                run.done(c, f, {"neg_mean_squared_error": -1.0 + shift + 0.01 * f, "r2": r2})
         table = gridcv.compare(run.folder, baseline=2)
         by_r2 = gridcv.compare(run.folder, scorer="r2")
         with pytest.raises(ResultsError) as unknown:
@@ -166,7 +167,8 @@ def test_compare_takes_any_baseline_and_any_higher_is_better_scorer(tmp_path):
     assert table["mean_difference"].tolist() == pytest.approx([-0.02, 0.48])  # the baseline is worse than #0
     assert table["p_value"][0] == 1.0 and table["p_candidate_better"][0] == 1.0
     assert table["differs"].tolist() == [False, True]  # 0.48 worse on every fold: p = 0
-    assert by_r2.attrs["baseline"] == 0 and by_r2.attrs["scorer"] == "r2"
+    assert by_r2.attrs["baseline"] == 1 and by_r2.attrs["scorer"] == "r2"  # the best by the scorer compared
+    assert by_r2["candidate"].tolist() == [0, 2]
     assert str(unknown.value) == (
         f"{run.folder.resolve()} has no scorer 'neg_mean_square_error' (did you mean 'neg_mean_squared_error'?); "
         "its scorers are neg_mean_squared_error, r2."

@@ -106,11 +106,12 @@ class ReportData:
             done = ~np.isnan(m)
             return np.where(done.any(axis=1), np.nansum(m, axis=1) / np.maximum(done.sum(axis=1), 1), np.nan)
 
-    def order(self) -> list[int]:
-        """Candidates best first: complete ones by their mean (scikit-learn's rank), then the others by
-        their mean so far, then those with no fold done; ties by grid order."""
-        complete = ~np.isnan(np.asarray(self.results[f"mean_test_{self.suffix}"], dtype=float))
-        means = self.means()
+    def order(self, scorer: str | None = None) -> list[int]:
+        """Candidates best first by ``scorer`` (the primary one by default): complete ones by their mean
+        (scikit-learn's rank), then the others by their mean so far, then those with no fold done; ties by
+        grid order."""
+        complete = ~np.isnan(self.scores(scorer)).any(axis=1)
+        means = self.means(scorer)
         return sorted(
             range(self.n_candidates),
             key=lambda i: (not complete[i], np.isnan(means[i]), -np.nan_to_num(means[i], nan=0.0), i),

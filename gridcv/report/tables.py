@@ -130,7 +130,7 @@ def comparison(
     if np.isnan(means).all():
         return None
     if baseline == "best":
-        base = next(i for i in data.order() if not np.isnan(means[i]))
+        base = next(i for i in data.order(scorer) if not np.isnan(means[i]))
     elif isinstance(baseline, (int, np.integer)) and not isinstance(baseline, bool) and 0 <= baseline < len(means):
         base = int(baseline)
     else:
@@ -139,7 +139,7 @@ def comparison(
             f"(0 to {len(means) - 1}, the rows of gridcv.load_results)."
         )
     sizes = data.split_sizes
-    others = [i for i in data.order() if i != base]
+    others = [i for i in data.order(scorer) if i != base]
     tests = [paired_test(scores[base], scores[i], sizes.n_train, sizes.n_test, rope) for i in others]
     table = _table(data, others, means, tests, alpha)
     notes = [note for note in (few_folds_warning(data.n_splits, _splitter(data)), sizes.note) if note]
