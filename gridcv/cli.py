@@ -48,7 +48,10 @@ def _add_execution_options(group: argparse._ArgumentGroup) -> None:
         if get_origin(kind) is Annotated:  # PositiveInt and friends
             kind = get_args(kind)[0]
         kwargs: dict[str, Any] = {"dest": name, "help": field.description}
-        if get_origin(kind) is Literal:
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if "metavar" in extra:  # a text the schema parses (devices: 0,1; an address)
+            kwargs["metavar"] = extra["metavar"]
+        elif get_origin(kind) is Literal:
             kwargs["choices"] = list(get_args(kind))
         elif kind is int:
             kwargs.update(type=int, metavar="N")
