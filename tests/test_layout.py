@@ -51,6 +51,10 @@ OWNERS = {
     "multiprocessing": ("execution/", "multiprocessing, subprocess or psutil"),
     "subprocess": ("execution/", "multiprocessing, subprocess or psutil"),
     "psutil": ("execution/", "multiprocessing, subprocess or psutil"),
+    # Dask is an optional backend (pip install gridcv[dask]): its runner side (dask.py) and its task
+    # side (dask_task.py) are the only modules that import it, so nothing else needs it installed.
+    "distributed": ("execution/dask", "Dask"),
+    "dask": ("execution/dask", "Dask"),
 }
 
 
@@ -86,6 +90,7 @@ def test_the_layout_keeps_keras_and_pandas_where_they_belong():
         ("config/schema.py", "import pandas as pd", "imports pandas; only gridcv/results.py may import pandas"),
         ("runner/status.py", "import sqlite3", "imports sqlite3; only gridcv/store/ may import sqlite3"),
         ("runner/runner.py", "    import multiprocessing", "only gridcv/execution/ may import multiprocessing"),
+        ("execution/processes.py", "import distributed", "only gridcv/execution/dask may import Dask"),
         ("runner/jobs.py", "from gridcv.training.fold import run_fold", "the parent side reaches training only"),
         ("execution/worker.py", "from gridcv.training.fold import run_fold", "at the top level; import it inside"),
     ],

@@ -1,0 +1,209 @@
+"""backend: dask on a real distributed.LocalCluster (processes, 2 workers, 1 thread each, CPU).
+
+One cluster serves the module (its workers stay warm between tests); each test writes its own
+tiny experiment. Folds train in gridcv worker processes started by the Dask tasks, so these kill
+real processes: a fold's own, a Dask worker, the runner.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import gridcv
+from gridcv.errors import ClusterError
+from gridcv.store import ResultStore
+from tests.conftest import base_config, write_arrays
+
+distributed = pytest.importorskip("distributed", reason="backend: dask needs pip install 'gridcv[dask]'")
+dask = pytest.importorskip("dask")
+pytestmark = pytest.mark.slow
+
+BUILDER = """
+import os, pathlib, signal, time
+import keras
+
+HERE = pathlib.Path(__file__).parent
+
+
+def build(params, input_shape, n_classes):
+    model = keras.Sequential([
+        keras.Input(shape=input_shape),
+        keras.layers.Dense(params["units"], activation="relu"),
+        keras.layers.Dropout(0.1),
+        keras.layers.Dense(n_classes, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def first(name):
+    \"\"\"True for the one process that creates the marker file `name` (the first to get here).\"\"\"
+    try:
+        os.close(os.open(HERE / name, os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+
+
+class Slow(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.3)
+
+
+class KillMyself(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if first("killed-myself"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillMyDaskWorker(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if first("killed-dask-worker"):
+            os.kill(os.getppid(), signal.SIGKILL)  # the Dask worker process whose task started this one
+"""
+
+SHARED = {
+    "deterministic": True,
+    "fit": {"epochs": 3, "batch_size": 16, "callbacks": [{"name": "builder.py:Slow"}]},
+    "grid": {"units": [4, 8]},
+}
+
+
+def write_experiment(folder: Path, execution: dict[str, Any], callbacks: tuple[str, ...] = ()) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_arrays(folder)
+    (folder / "builder.py").write_text(BUILDER)
+    config = base_config(**SHARED, execution=execution)
+    config["fit"] = {**config["fit"], "callbacks": [*config["fit"]["callbacks"], *({"name": c} for c in callbacks)]}
+    config["output"] = str(folder / "results")
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Dask worker processes (non-daemonic, so their tasks may start gridcv's worker processes; the
+    setting holds while the module runs, for the worker a nanny starts again after a test kills one)."""
+    with dask.config.set({"distributed.worker.daemon": False}):
+        local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        yield local
+        local.close()
+
+
+def on_dask(cluster) -> dict[str, Any]:
+    return {"isolation": "process", "backend": "dask", "dask_scheduler": cluster.scheduler_address}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The shared experiment run on the local backend, one slot: the table Dask must reproduce."""
+    path = write_experiment(tmp_path_factory.mktemp("local"), {"isolation": "process"})
+    gridcv.run_experiment(path)
+    return table(path)
+
+
+def table(path: Path) -> dict[str, tuple[str, dict, dict]]:
+    """task id -> (status, scores, per-epoch history): what must match exactly."""
+    with ResultStore.open(path.parent / "results", readonly=True) as store:
+        return {r.task_id: (r.status.value, r.scores, r.history) for r in store.fold_rows()}
+
+
+def test_dask_gives_the_local_backends_table_bit_for_bit(cluster, reference, tmp_path):
+    path = write_experiment(tmp_path, on_dask(cluster))
+    gridcv.run_experiment(path)
+    assert table(path) == reference  # scores and histories compared exactly (floats with ==)
+    attempts = gridcv.load_attempts(path)
+    workers = sorted(cluster.scheduler_info["workers"])
+    assert sorted(set(attempts["slot"])) == [f"dask {w}" for w in workers]  # both workers trained folds
+    assert set(attempts["device"]) == {"cpu"} and set(attempts["host"]) == {socket.gethostname()}
+    assert attempts["outcome"].tolist() == ["done"] * 4
+
+
+def test_a_fold_that_sigkills_itself_is_retried_with_half_the_batch(cluster, tmp_path):
+    path = write_experiment(tmp_path, on_dask(cluster), callbacks=("builder.py:KillMyself",))
+    gridcv.run_experiment(path)
+    attempts = gridcv.load_attempts(path)
+    killed = attempts[attempts["outcome"] == "killed"]
+    assert len(killed) == 1 and killed["batch_size"].iloc[0] == 16
+    assert killed["message"].iloc[0].startswith("the worker was killed by SIGKILL (most likely the kernel's out-of")
+    retry = attempts[attempts["task_id"] == killed["task_id"].iloc[0]]
+    assert retry[["attempt", "outcome", "batch_size", "accumulation_steps"]].values.tolist() == [
+        [1, "killed", 16, 1],
+        [2, "done", 8, 2],
+    ]
+    assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
+
+
+def test_the_runner_killed_mid_run_resumes_with_nothing_lost_or_duplicated(cluster, reference, tmp_path):
+    path = write_experiment(tmp_path, on_dask(cluster))
+    # The runner alone dies as it commits the first result: the other fold is still training on Dask.
+    killed = subprocess.run(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet"],
+        env={**os.environ, "GRIDCV_FAULT": "store-commit@1"},
+        start_new_session=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
+        deadline = time.monotonic() + 30
+        while running_tasks(client) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert running_tasks(client) == {}  # the orphaned task saw itself cancelled and killed its fold
+    gridcv.run_experiment(path)
+    assert table(path) == reference
+    attempts = gridcv.load_attempts(path)
+    assert (attempts.groupby("task_id")["outcome"].apply(lambda o: (o == "done").sum()) == 1).all()
+    assert set(attempts["outcome"]) <= {"done", "abandoned"}
+
+
+def running_tasks(client) -> dict[str, list[str]]:
+    """Tasks whose thread still runs on a Dask worker (a task released by its client keeps running
+    until it returns: the scheduler forgets it at once, the worker does not)."""
+
+    def running(dask_worker):
+        states = ("executing", "long-running", "cancelled")
+        return [str(t.key) for t in dask_worker.state.tasks.values() if t.state in states]
+
+    return {address: keys for address, keys in client.run(running).items() if keys}
+
+
+def test_a_task_that_kills_its_dask_worker_is_sent_again(cluster, tmp_path):
+    path = write_experiment(tmp_path, on_dask(cluster), callbacks=("builder.py:KillMyDaskWorker",))
+    gridcv.run_experiment(path)
+    attempts = gridcv.load_attempts(path)
+    lost = attempts[attempts["outcome"] == "lost"]
+    assert len(lost) == 1
+    assert "Dask" in lost["message"].iloc[0] and "sent again" in lost["message"].iloc[0]
+    again = attempts[attempts["task_id"] == lost["task_id"].iloc[0]]
+    # not an out-of-memory retry: the same batch, and no retry of max_retries spent
+    assert again[["attempt", "outcome", "batch_size"]].values.tolist() == [[1, "lost", 16], [2, "done", 16]]
+    assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
+
+
+def test_daemonic_dask_workers_are_refused_with_the_fix(tmp_path):
+    with (
+        dask.config.set({"distributed.worker.daemon": True}),  # Dask's default
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as daemonic,
+    ):
+        path = write_experiment(tmp_path, on_dask(daemonic))
+        with pytest.raises(ClusterError) as refused:
+            gridcv.run_experiment(path)
+        address = next(iter(daemonic.scheduler_info["workers"]))
+    assert str(refused.value).startswith(
+        f"the Dask worker(s) at {address} run as daemonic processes (Dask's default, distributed.worker.daemon: "
+        "True), which may not start the worker process each fold trains in"
+    )
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in str(refused.value)
+    assert not (tmp_path / "results").exists()  # refused before anything was written
