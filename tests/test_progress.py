@@ -13,7 +13,15 @@ import gridcv
 from gridcv.cli import main
 from gridcv.execution.messages import EpochEnded, FoldOutcome, OutcomeKind
 from gridcv.plan import REFIT_FOLD, FoldTask
-from gridcv.runner.progress import LineReporter, RunShape, SilentReporter, TerminalReporter, make_reporter
+from gridcv.runner.progress import (
+    LineReporter,
+    RunShape,
+    SilentReporter,
+    TerminalReporter,
+    format_eta,
+    make_reporter,
+    remaining_seconds,
+)
 from gridcv.store import FoldStatus
 
 
@@ -180,3 +188,33 @@ def test_every_execution_key_is_a_command_line_option_made_from_the_schema():
     assert options["on_oom"].choices == ["retry_smaller_batch", "skip", "stop"]
     assert options["isolation"].choices == ["process", "inline"]
     assert options["folds_per_worker"].type is int and options["max_worker_memory"].metavar == "SIZE"
+    assert options["backend"].choices == ["local", "dask"] and options["slots"].type is int
+    assert (options["devices"].metavar, options["devices"].choices) == ("DEVICES", None)
+    assert options["dask_scheduler"].metavar == "ADDRESS" and options["gpu_memory_limit"].metavar == "SIZE"
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("0,1", [0, 1]), ("cpu", "cpu"), ("GPU-5c3e,1", ["GPU-5c3e", 1])])
+def test_devices_on_the_command_line_become_the_schemas_list(flag, expected):
+    from gridcv.cli import _parser
+    from gridcv.config import ExecutionSpec
+
+    args = _parser().parse_args(["run", "experiment.yaml", "--devices", flag])
+    assert ExecutionSpec(devices=args.devices).devices == expected
+
+
+@pytest.mark.parametrize(
+    ("fold_seconds", "left", "slots", "expected"),
+    [
+        ([], 4, 1, None),  # nothing finished yet: nothing to go by
+        ([60.0], 4, 1, 240.0),
+        ([60.0, 120.0], 4, 2, 180.0),  # 4 folds left, 2 at a time: 2 rounds of the mean fold (90 s)
+        ([60.0], 3, 2, 120.0),  # 3 folds on 2 slots still take 2 rounds
+        ([60.0], 0, 2, 0.0),
+    ],
+)
+def test_the_eta_counts_the_folds_left_in_rounds_of_the_slots(fold_seconds, left, slots, expected):
+    assert remaining_seconds(fold_seconds, left, slots) == expected
+
+
+def test_the_eta_is_shown_as_hours_minutes_seconds():
+    assert [format_eta(s) for s in (None, 0.0, 59.6, 3723.0)] == ["-:--:--", "0:00:00", "0:01:00", "1:02:03"]

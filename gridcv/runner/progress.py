@@ -10,10 +10,11 @@ one every few minutes per fold in flight with the epoch it reached.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -25,7 +26,6 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from gridcv.execution.messages import EpochEnded, FoldOutcome
@@ -117,8 +117,7 @@ class TerminalReporter:
             MofNCompleteColumn(),
             TextColumn("folds"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
             TextColumn("{task.description}"),
             console=self.console,
             transient=False,
@@ -127,16 +126,24 @@ class TerminalReporter:
         self._retry: dict[str, str] = {}
         self._n_candidates = 0
         self._n_splits = 0
+        self._slots = 1
+        self._left = 0
+        self._started: dict[str, float] = {}
+        self._fold_seconds: list[float] = []
 
     def begin(self, shape: RunShape) -> None:
         self._n_candidates, self._n_splits = shape.n_candidates, shape.n_splits
+        self._slots, self._left = len(shape.slots), shape.total - shape.done
         if shape.done:
             self.console.print(f"{shape.name}: {shape.done} of {shape.total} folds already finished; resuming")
         self._progress.start()
-        self._bar = self._progress.add_task("", total=shape.total, completed=shape.done, name=shape.name)
+        self._bar = self._progress.add_task(
+            "", total=shape.total, completed=shape.done, name=shape.name, eta=format_eta(None)
+        )
 
     def fold_started(self, task: FoldTask, attempt: int, batch_size: int, slot: int) -> None:
         self._retry[task.task_id] = f" (attempt {attempt}, batch {batch_size})" if attempt > 1 else ""
+        self._started.setdefault(task.task_id, time.monotonic())  # a retry's time counts with its fold
         self._describe(self._where(task))
 
     def epoch_ended(self, task: FoldTask, epoch: EpochEnded) -> None:
@@ -154,7 +161,11 @@ class TerminalReporter:
         )
         self.console.print(f"{label} {fold_name(task)}: {outcome_text(outcome, status)}")
         if status.is_finished() and task.fold != REFIT_FOLD and self._bar is not None:
-            self._progress.advance(self._bar)
+            if (started := self._started.pop(task.task_id, None)) is not None:
+                self._fold_seconds.append(time.monotonic() - started)
+            self._left = max(0, self._left - 1)
+            eta = remaining_seconds(self._fold_seconds, self._left, self._slots)
+            self._progress.update(self._bar, advance=1, eta=format_eta(eta))
 
     def message(self, text: str) -> None:
         self.console.print(text)
@@ -165,6 +176,26 @@ class TerminalReporter:
     def _describe(self, text: str) -> None:
         if self._bar is not None:
             self._progress.update(self._bar, description=text)
+
+
+def remaining_seconds(fold_seconds: Sequence[float], left: int, slots: int) -> float | None:
+    """Time left: the folds left, ``slots`` at a time, each as long as the folds finished so far took.
+
+    None until a fold has finished in this run (nothing to go by).
+    """
+    if left <= 0:
+        return 0.0
+    if not fold_seconds:
+        return None
+    return math.ceil(left / max(1, slots)) * sum(fold_seconds) / len(fold_seconds)
+
+
+def format_eta(seconds: float | None) -> str:
+    """``1:02:03``, or ``-:--:--`` when it is not known yet."""
+    if seconds is None:
+        return "-:--:--"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def fold_name(task: FoldTask) -> str:
