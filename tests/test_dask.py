@@ -2,7 +2,8 @@
 
 One cluster serves the module (its workers stay warm between tests); each test writes its own
 tiny experiment. Folds train in gridcv worker processes started by the Dask tasks, so these kill
-real processes: a fold's own, a Dask worker, the runner.
+real processes: a fold's own, a Dask worker, the runner. The last tests are fast: what a lost
+worker becomes, and what a worker's probe reports, without a cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from tests.conftest import base_config, write_arrays
 
 distributed = pytest.importorskip("distributed", reason="backend: dask needs pip install 'gridcv[dask]'")
 dask = pytest.importorskip("dask")
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 BUILDER = """
 import os, pathlib, signal, time
@@ -119,6 +121,7 @@ def table(path: Path) -> dict[str, tuple[str, dict, dict]]:
         return {r.task_id: (r.status.value, r.scores, r.history) for r in store.fold_rows()}
 
 
+@slow
 def test_dask_gives_the_local_backends_table_bit_for_bit(cluster, reference, tmp_path):
     path = write_experiment(tmp_path, on_dask(cluster))
     gridcv.run_experiment(path)
@@ -130,6 +133,7 @@ def test_dask_gives_the_local_backends_table_bit_for_bit(cluster, reference, tmp
     assert attempts["outcome"].tolist() == ["done"] * 4
 
 
+@slow
 def test_a_fold_that_sigkills_itself_is_retried_with_half_the_batch(cluster, tmp_path):
     path = write_experiment(tmp_path, on_dask(cluster), callbacks=("builder.py:KillMyself",))
     gridcv.run_experiment(path)
@@ -145,6 +149,7 @@ def test_a_fold_that_sigkills_itself_is_retried_with_half_the_batch(cluster, tmp
     assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
 
 
+@slow
 def test_the_runner_killed_mid_run_resumes_with_nothing_lost_or_duplicated(cluster, reference, tmp_path):
     path = write_experiment(tmp_path, on_dask(cluster))
     # The runner alone dies as it commits the first result: the other fold is still training on Dask.
@@ -179,6 +184,7 @@ def running_tasks(client) -> dict[str, list[str]]:
     return {address: keys for address, keys in client.run(running).items() if keys}
 
 
+@slow
 def test_a_task_that_kills_its_dask_worker_is_sent_again(cluster, tmp_path):
     path = write_experiment(tmp_path, on_dask(cluster), callbacks=("builder.py:KillMyDaskWorker",))
     gridcv.run_experiment(path)
@@ -192,6 +198,7 @@ def test_a_task_that_kills_its_dask_worker_is_sent_again(cluster, tmp_path):
     assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
 
 
+@slow
 def test_daemonic_dask_workers_are_refused_with_the_fix(tmp_path):
     with (
         dask.config.set({"distributed.worker.daemon": True}),  # Dask's default
@@ -207,3 +214,97 @@ def test_daemonic_dask_workers_are_refused_with_the_fix(tmp_path):
     )
     assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in str(refused.value)
     assert not (tmp_path / "results").exists()  # refused before anything was written
+
+
+@slow
+def test_ctrl_c_stops_every_task_after_its_checkpoint_and_the_run_resumes(cluster, reference, tmp_path):
+    path = write_experiment(tmp_path, on_dask(cluster))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while not any((tmp_path / "results" / "checkpoints").rglob("epoch-*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(runner.pid, signal.SIGINT)  # the runner's terminal: the Dask workers are elsewhere
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 130, err
+    stopped = gridcv.load_attempts(path)
+    assert "interrupted" in set(stopped["outcome"]) and set(stopped["outcome"]) <= {"interrupted", "done"}
+    interrupted = stopped[stopped["outcome"] == "interrupted"]["message"]
+    assert all(m.startswith("stopped on request after epoch ") for m in interrupted)
+    gridcv.run_experiment(path)
+    assert table(path) == reference
+
+
+def test_a_killed_worker_or_a_lost_connection_is_a_lost_attempt_and_other_errors_are_errors():
+    from gridcv.execution.dask import outcome_of
+    from gridcv.execution.messages import OutcomeKind
+
+    class Failed:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def result(self):
+            raise self.exc
+
+    job = types.SimpleNamespace(task=types.SimpleNamespace(task_id="t1"), batch_size=16, accumulation_steps=2)
+    worker = types.SimpleNamespace(address="tcp://10.0.0.5:40123")
+    killed = outcome_of(Failed(distributed.KilledWorker("key", worker, 3)), job)
+    assert (killed.kind, killed.batch_size, killed.accumulation_steps) == (OutcomeKind.LOST, 16, 2)
+    assert killed.message == "the Dask worker tcp://10.0.0.5:40123 died while running it; it is sent again"
+    closed = outcome_of(Failed(distributed.comm.CommClosedError("in <TCP>: Stream is closed")), job)
+    assert closed.kind is OutcomeKind.LOST
+    assert closed.message == (
+        "the connection to the Dask cluster was lost (CommClosedError: in <TCP>: Stream is closed); it is sent again"
+    )
+    broken = outcome_of(Failed(ValueError("cannot unpickle")), job)
+    assert (broken.kind, broken.message) == (OutcomeKind.ERROR, "the Dask task failed: ValueError: cannot unpickle")
+    assert broken.error.splitlines()[-1] == "ValueError: cannot unpickle"
+
+
+def test_a_workers_probe_names_what_it_cannot_read_see_or_write(tmp_path):
+    from gridcv.config import parse_data
+    from gridcv.execution.dask import cluster_problems
+    from gridcv.execution.dask_task import probe_worker
+    from gridcv.execution.messages import DataRef
+
+    write_arrays(tmp_path)
+    data = DataRef(parse_data({"kind": "arrays", "x": "data/x.npy", "y": "data/missing.npy"}), tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / ".gridcv-probe-1").write_text("")
+    assert probe_worker(data, str(tmp_path / "results"), ".gridcv-probe-1") == [
+        f"cannot read the data's data.y, {tmp_path / 'data' / 'missing.npy'} (No such file or directory)"
+    ]
+    assert len(list((tmp_path / "results").glob(".gridcv-probe-1-*"))) == 1  # it wrote beside the runner's file
+    elsewhere = probe_worker(data, str(tmp_path / "results"), ".gridcv-probe-2")  # a file it cannot see
+    assert (
+        elsewhere[-1]
+        == f"does not see the file the runner just wrote in {tmp_path / 'results'}, so it is not the same folder"
+    )
+    message = cluster_problems({elsewhere[-1]: ["tcp://a:1", "tcp://b:2"]}, tmp_path / "results", "exp.yaml")
+    assert message == (
+        f"the Dask worker(s) at tcp://a:1, tcp://b:2: does not see the file the runner just wrote in "
+        f"{tmp_path / 'results'}, so it is not the same folder. The data and the results folder "
+        f"({tmp_path / 'results'}) must be on storage every worker sees under the same path (a shared file "
+        "system), since workers read the data and write checkpoints there; exp.yaml names them."
+    )
+
+
+def test_a_dask_run_without_a_scheduler_says_how_to_start_one(make_experiment, monkeypatch):
+    from gridcv.execution import dask as backend
+
+    monkeypatch.setattr(backend, "CONNECT_SECONDS", 1.0)
+    path = make_experiment(execution={"isolation": "process", "backend": "dask"})
+    with pytest.raises(ClusterError) as refused:
+        gridcv.run_experiment(path)
+    assert str(refused.value) == (
+        f"{path}: execution.backend is dask but execution.dask_scheduler is not set. Set it to the scheduler's "
+        "address (tcp://host:8786) or to its scheduler file (dask scheduler --scheduler-file FILE), in the file "
+        "or with --dask-scheduler."
+    )
+    with pytest.raises(ClusterError, match=r"no Dask scheduler answered at tcp://127.0.0.1:9 within 1 s \("):
+        gridcv.run_experiment(path, gridcv.RunOptions(execution={"dask_scheduler": "tcp://127.0.0.1:9"}))

@@ -2,7 +2,8 @@
 
 - Only ``gridcv/training/`` imports Keras or TensorFlow (at the top of a module or inside a function).
 - Only ``gridcv/results.py`` imports pandas; only ``gridcv/store/`` imports sqlite3; only
-  ``gridcv/execution/`` imports multiprocessing, subprocess or psutil (one package owns each).
+  ``gridcv/execution/`` imports multiprocessing, subprocess or psutil; only ``gridcv/execution/dask.py``
+  and ``dask_task.py`` import Dask (one place owns each).
 - Outside ``training/``, only the worker's entry point, the inline executor, ``load_best_model``
   and the ``gridcv.models`` name reach ``gridcv.training``, and (but for that name) only
   inside functions, so importing them imports no Keras.

@@ -145,7 +145,13 @@ class DaskExecutor:
 
     def check(self, job: FoldJob) -> bool:
         self.probe(job)
-        tag, payload = self._submit(check_on_worker, self._request(0, job), None).result()
+        try:
+            tag, payload = self._submit(check_on_worker, self._request(0, job), None).result()
+        except Exception as exc:  # the task's own errors come back as a reply: this is Dask's
+            raise ClusterError(
+                f"the model builder could not be checked on the Dask cluster: {type(exc).__name__}: {exc}. "
+                "Check that the workers run the same gridcv and Python packages as this machine."
+            ) from exc
         return read_check_reply(tag, payload)
 
     def probe(self, job: FoldJob) -> None:
