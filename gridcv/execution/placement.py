@@ -11,9 +11,10 @@ CPU threads: with ``slots: N`` each worker gets ``cores // N`` TensorFlow
 intra- and inter-op threads and as many tf.data threads, so N small models
 train side by side instead of fighting over every core. Not in deterministic
 mode: oneDNN's and Eigen's kernels split sums by thread count, so the same
-fold trained with 1, 2 or 4 threads differs in the last bits (measured on a
-small CNN). There every worker keeps TensorFlow's defaults whatever the slot
-count, and a fold's scores do not depend on the slots (tests/test_slots.py).
+fold trained with 1, 2 or 4 threads differs in the last bits
+(``benchmarks/threads.py``). There every worker keeps TensorFlow's defaults
+whatever the slot count, and a fold's scores do not depend on the slots
+(tests/test_slots.py).
 """
 
 from __future__ import annotations

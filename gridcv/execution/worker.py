@@ -221,6 +221,7 @@ def worker_main(
         elif kind == "fold":
             folds += 1
             outcome = attempt_fold(payload, worker_id, folds, lambda e: conn.send(("epoch", e)))
+            clear_stop_request()  # it stopped this fold; a worker kept warm for a Dask task serves the next run
             reply = ("outcome", replace(outcome, device=device, host=host))
         else:
             reply = ("error", f"unknown message {kind!r}")
