@@ -207,3 +207,28 @@ def test_every_slots_worker_dies_with_its_runner(make_experiment):
         runner.wait()
     _gone, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == []
+
+
+def test_ctrl_c_stops_every_slot_after_its_checkpoint(make_experiment, tmp_path):
+    path = make_experiment(
+        builder=SLOW_EPOCHS,
+        fit={"epochs": 30, "batch_size": 16, "callbacks": [{"name": "builder.py:Slow"}]},
+        execution={"isolation": "process", "slots": 2},
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "gridcv.cli", "run", str(path), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    checkpoints = tmp_path / "results" / "tiny" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while len({p.parts[-3] for p in checkpoints.rglob("epoch-*.npz")}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # until both slots' folds have a checkpoint
+    os.killpg(runner.pid, signal.SIGINT)  # a terminal's Ctrl-C: the runner and its workers
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 130, err
+    attempts = gridcv.load_attempts(path)
+    assert attempts[["slot", "outcome"]].values.tolist() == [["cpu 1/2", "interrupted"], ["cpu 2/2", "interrupted"]]
+    assert all(m.startswith("stopped on request after epoch ") for m in attempts["message"])

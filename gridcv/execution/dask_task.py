@@ -44,7 +44,6 @@ from gridcv.errors import WorkerStartError
 from gridcv.execution.messages import DataRef, EpochEnded, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
 from gridcv.execution.placement import CPU, WorkerSetup, thread_share, visible_gpus
 from gridcv.execution.processes import POLL_SECONDS, WorkerSlot, start_worker
-from gridcv.execution.worker import STOP_SIGNAL
 
 DAEMON_PROBLEM = "daemonic"
 STOP_CHECK_SECONDS = 1.0
@@ -134,7 +133,7 @@ def _drive(slot: WorkerSlot, request: TaskRequest, worker: Any, key: str) -> Fol
         if not asked and time.monotonic() - checked >= STOP_CHECK_SECONDS:
             checked = time.monotonic()
             if stop.is_set():
-                os.kill(process.pid, STOP_SIGNAL)
+                slot.request_stop()
                 asked = True
 
 

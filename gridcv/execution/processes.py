@@ -145,6 +145,7 @@ class WorkerSlot:
         self.standby: _Worker | None = None  # warmed up while the current worker runs its last fold
         self.job: FoldJob | None = None
         self.peak = 0
+        self.stopping = False  # a stop was asked for before the worker could take the signal
 
     def ensure_worker(self, wait: bool = True) -> _Worker:
         """The slot's live worker: the current one, the warm successor, or a new one.
@@ -170,7 +171,7 @@ class WorkerSlot:
             # This is the worker's last fold: its successor imports TensorFlow meanwhile
             # (seconds of start-up that would otherwise be spent waiting).
             self.standby = self.spawn()
-        self.job, self.peak = job, 0
+        self.job, self.peak, self.stopping = job, 0, False
         if worker.ready:
             worker.conn.send(("fold", job))
 
@@ -190,6 +191,8 @@ class WorkerSlot:
                 break
             if tag == "ready":
                 worker.ready, worker.received = True, payload
+                if self.stopping:  # stopped before it started: the fold is not sent
+                    return [*events, self._not_started()]
                 worker.conn.send(("fold", self.job))
             elif tag == "epoch":
                 events.append(Progress(self.index, payload))
@@ -200,6 +203,34 @@ class WorkerSlot:
                 raise worker.start_error()
             return [*events, self._died()]
         return events
+
+    def request_stop(self) -> None:
+        """Asks the fold in flight to stop after its next checkpoint.
+
+        A worker still starting has no handler for the signal yet (it would kill
+        it): its fold is then not sent, and ends as interrupted when it is ready.
+        """
+        worker = self.worker
+        if self.job is None or worker is None or not worker.alive():
+            return
+        if worker.ready:
+            os.kill(worker.pid, STOP_SIGNAL)
+        else:
+            self.stopping = True
+
+    def _not_started(self) -> Finished:
+        assert self.job is not None
+        job, self.job = self.job, None
+        outcome = FoldOutcome(
+            job.task.task_id,
+            OutcomeKind.INTERRUPTED,
+            batch_size=job.batch_size,
+            accumulation_steps=job.accumulation_steps,
+            message="stopped on request before it started",
+            device=self.setup.device,
+            host=host_name(),
+        )
+        return Finished(self.index, outcome)
 
     def sample_memory(self) -> Finished | None:
         """Samples the worker's memory; stops it (an OOM outcome) above ``max_worker_memory``."""
@@ -370,8 +401,7 @@ class ProcessExecutor:
 
     def request_stop(self) -> None:
         for slot in self._slots:
-            if slot.job is not None and slot.worker is not None and slot.worker.alive():
-                os.kill(slot.worker.pid, STOP_SIGNAL)
+            slot.request_stop()
 
     def close(self) -> None:
         for slot in self._slots:
