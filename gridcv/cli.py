@@ -60,12 +60,17 @@ def _add_execution_options(group: argparse._ArgumentGroup) -> None:
         group.add_argument(f"--{name.replace('_', '-')}", **kwargs)
 
 
+def execution_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``execution:`` keys given on the command line (they win over the file's)."""
+    return {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
+
+
 def _run(args: argparse.Namespace) -> int:
     from gridcv.runner import RunOptions, run_experiment
     from gridcv.runner.progress import make_reporter
     from gridcv.store import FoldStatus
 
-    overrides = {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
+    overrides = execution_overrides(args)
     options = RunOptions(
         output=args.output, restart=args.restart, retry_failed=args.retry_failed, execution=overrides, debug=args.debug
     )
