@@ -153,6 +153,8 @@ def test_a_fold_that_sigkills_itself_is_retried_with_half_the_batch(cluster, tmp
         [1, "killed", 16, 1],
         [2, "done", 8, 2],
     ]
+    others = attempts[attempts["task_id"] != killed["task_id"].iloc[0]]
+    assert others[["attempt", "outcome", "batch_size"]].values.tolist() == [[1, "done", 16]] * 3  # undisturbed
     assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
 
 

@@ -232,3 +232,61 @@ def test_ctrl_c_stops_every_slot_after_its_checkpoint(make_experiment, tmp_path)
     attempts = gridcv.load_attempts(path)
     assert attempts[["slot", "outcome"]].values.tolist() == [["cpu 1/2", "interrupted"], ["cpu 2/2", "interrupted"]]
     assert all(m.startswith("stopped on request after epoch ") for m in attempts["message"])
+
+
+KILL_ONE_OF_TWO = """
+import os, pathlib, signal, time
+import keras
+
+HERE = pathlib.Path(__file__).parent
+
+
+class KillOneOfTwo(keras.callbacks.Callback):
+    \"\"\"Once two workers train at once, the first to end an epoch SIGKILLs itself (as the OOM killer would).\"\"\"
+
+    def on_train_begin(self, logs=None):
+        (HERE / f"training-{os.getpid()}").touch()
+
+    def on_epoch_end(self, epoch, logs=None):
+        deadline = time.monotonic() + 120
+        while len(list(HERE.glob("training-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        try:
+            os.close(os.open(HERE / "killed", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(0.5)  # the other fold: it goes on training meanwhile
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def build(params, input_shape, n_classes):
+    model = keras.Sequential([keras.Input(shape=input_shape), keras.layers.Dense(n_classes, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+"""
+
+
+def test_an_oom_kill_on_one_slot_is_retried_while_the_other_slot_trains_on(make_experiment):
+    path = make_experiment(
+        builder=KILL_ONE_OF_TWO,
+        fit={"epochs": 3, "batch_size": 16, "callbacks": [{"name": "builder.py:KillOneOfTwo"}]},
+        execution={"isolation": "process", "slots": 2},
+    )
+    gridcv.run_experiment(path)
+    attempts = gridcv.load_attempts(path)
+    killed = attempts[attempts["outcome"] == "killed"]
+    assert len(killed) == 1
+    assert killed["message"].iloc[0].startswith("the worker was killed by SIGKILL (most likely the kernel's out-of")
+    task = killed["task_id"].iloc[0]
+    retried = attempts[attempts["task_id"] == task]
+    assert retried[["attempt", "outcome", "batch_size", "accumulation_steps"]].values.tolist() == [
+        [1, "killed", 16, 1],
+        [2, "done", 8, 2],  # the OOM policy: half the batch, the same effective batch
+    ]
+    others = attempts[attempts["task_id"] != task]
+    assert others[["attempt", "outcome", "batch_size"]].values.tolist() == [[1, "done", 16]] * 3  # undisturbed
+    # the other slot's fold was training when the kill came, and finished on its first attempt
+    kill = killed.iloc[0]
+    beside = others[(others["started_at"] < kill["finished_at"]) & (others["finished_at"] > kill["finished_at"])]
+    assert len(beside) == 1 and beside["slot"].iloc[0] != kill["slot"]
+    assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4
