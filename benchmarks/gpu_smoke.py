@@ -3,9 +3,9 @@
     python benchmarks/gpu_smoke.py              # 2 or more GPUs: devices: auto, one slot per GPU
     python benchmarks/gpu_smoke.py --one-gpu    # 1 GPU: workers_per_device: 2 under gpu_memory_limit
 
-Not part of the test suite (CI has no GPU; tests/test_slots.py fakes nvidia-smi instead). It
-trains a small CNN on scikit-learn's digits (3 candidates x 4 folds, nothing downloaded) with
-two slots, then checks what the workers and the results folder say:
+tests/test_gpu.py runs it where there is a GPU and skips elsewhere (tests/test_slots.py fakes
+nvidia-smi instead). It trains a small CNN on scikit-learn's digits (3 candidates x 4 folds,
+nothing downloaded) with two slots, then checks what the workers and the results folder say:
 
 - every fold is done, on two slots (``GPU 0``, ``GPU 1``, or ``GPU 0 1/2`` and ``GPU 0 2/2``),
   each attempt on the device its slot names, and the two slots trained at the same time;
@@ -153,9 +153,18 @@ def check(folder: Path, one_gpu: bool, runner_modules: str) -> list[str]:
     return failures
 
 
-def main() -> int:
+def smoke(folder: Path, one_gpu: bool) -> list[str]:
+    """Runs the smoke experiment in ``folder`` (its runner in a fresh interpreter); what went wrong."""
     import subprocess
 
+    path = write_experiment(folder, one_gpu)
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        return [f"the run failed:\n{done.stderr[-3000:]}"]
+    return check(folder, one_gpu, done.stdout.splitlines()[-1])
+
+
+def main() -> int:
     from gridcv.execution.placement import visible_gpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -167,13 +176,7 @@ def main() -> int:
         print(f"this machine shows {len(gpus)} GPU(s) ({', '.join(gpus) or 'none'}); run with --one-gpu for one")
         return 1
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="gridcv-gpu-smoke-"))
-    path = write_experiment(folder, args.one_gpu)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        print(done.stderr[-3000:])
-        print("RESULT FAILED: the run failed")
-        return 1
-    failures = check(folder, args.one_gpu, done.stdout.splitlines()[-1])
+    failures = smoke(folder, args.one_gpu)
     print(f"\nvisible GPUs: {', '.join(gpus)}; results in {folder}")
     for failure in failures:
         print(f"FAILED: {failure}")
