@@ -321,3 +321,59 @@ def test_a_dask_run_without_a_scheduler_says_how_to_start_one(make_experiment, m
     )
     with pytest.raises(ClusterError, match=r"no Dask scheduler answered at tcp://127.0.0.1:9 within 1 s \("):
         gridcv.run_experiment(path, gridcv.RunOptions(execution={"dask_scheduler": "tcp://127.0.0.1:9"}))
+
+
+def test_workers_offering_gpus_get_a_slot_per_gpu_and_each_task_asks_for_one(monkeypatch):
+    """The GPU path of backend: dask without a GPU: the scheduler's worker list, the submit call and
+    what a task's gridcv worker is given are checked against faked GPUs."""
+    from gridcv.config import ExecutionSpec
+    from gridcv.execution.dask import DaskExecutor, slot_names, slot_pins
+    from gridcv.execution.dask_task import TaskRequest, fold_on_worker
+
+    workers = {
+        "tcp://b:2": {"resources": {"GPU": 1}, "nthreads": 4},
+        "tcp://a:1": {"resources": {"GPU": 2}, "nthreads": 8},
+    }
+    assert slot_pins(workers, gpu=True) == ["tcp://a:1", "tcp://a:1", "tcp://b:2"]
+    assert slot_names(slot_pins(workers, gpu=True)) == ("dask tcp://a:1 1/2", "dask tcp://a:1 2/2", "dask tcp://b:2")
+    assert slot_pins(workers, gpu=False) == ["tcp://a:1"] * 8 + ["tcp://b:2"] * 4  # devices: cpu: a slot per thread
+
+    calls: list[dict[str, Any]] = []
+    executor = DaskExecutor.__new__(DaskExecutor)  # no cluster: only what _submit sends
+    executor._client = types.SimpleNamespace(submit=lambda function, request, **kw: calls.append(kw))
+    job = types.SimpleNamespace(task=types.SimpleNamespace(task_id="t1"), attempt=2)
+    request = TaskRequest(job, 0, "dask tcp://a:1 1/2", "topic", "stop", True, ExecutionSpec(), None, True)
+    for executor.gpu in (True, False):
+        executor._submit(fold_on_worker, request, "tcp://a:1")
+    assert [{k: v for k, v in c.items() if k != "key"} for c in calls] == [
+        {"pure": False, "retries": 0, "resources": {"GPU": 1}, "workers": ["tcp://a:1"], "allow_other_workers": True},
+        {"pure": False, "retries": 0, "resources": None, "workers": ["tcp://a:1"], "allow_other_workers": True},
+    ]
+    assert calls[0]["key"].startswith("gridcv-t1-a2-")
+
+
+def test_a_dask_worker_leases_its_gpus_one_per_task_and_sets_each_fold_process_to_its_gpu(monkeypatch):
+    from gridcv.config import ExecutionSpec
+    from gridcv.execution import dask_task
+    from gridcv.execution.placement import WorkerSetup
+
+    monkeypatch.setattr(dask_task, "visible_gpus", lambda: ["0", "1"])  # this Dask worker's CUDA_VISIBLE_DEVICES
+    devices = dask_task._Devices()
+    with devices.lease(True) as first, devices.lease(True) as second, devices.lease(False) as none:
+        assert (first, second, none) == ("0", "1", None)  # two tasks at once: one GPU each
+    with devices.lease(True) as again:
+        assert again == "0"
+    capped = ExecutionSpec(gpu_memory_limit="2GiB")
+    request = dask_task.TaskRequest(None, 1, "dask tcp://a:1 2/2", "t", "s", True, capped, None, True)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    assert dask_task.task_setup(request, 8, "1") == WorkerSetup(
+        "dask tcp://a:1 2/2",
+        "GPU 1",
+        (("CUDA_VISIBLE_DEVICES", "1"), ("CUDA_DEVICE_ORDER", "PCI_BUS_ID")),
+        None,
+        2 * 1024**3,
+    )
+    on_cpu = dask_task.TaskRequest(
+        None, 0, "dask tcp://a:1", "t", "s", False, ExecutionSpec(devices="cpu"), None, False
+    )
+    assert dask_task.task_setup(on_cpu, 8, None).environ == (("CUDA_VISIBLE_DEVICES", "-1"),)
