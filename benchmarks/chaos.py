@@ -10,6 +10,14 @@ each round's final table is compared with the reference: same rows, scores and
 per-epoch histories exactly, no duplicates, ``PRAGMA integrity_check`` ok.
 Whole epochs redone are counted: the epoch a resumed fold starts from versus
 the newest checkpoint it had when it was killed.
+
+With ``--slots 2`` the interrupted runs train two folds at once (the reference
+keeps one slot, so the comparison also shows that scores do not depend on the
+slot count), and ``--parent-kills 0.5`` makes half of the kills SIGKILL the
+runner alone: its workers must then die by themselves (``PR_SET_PDEATHSIG``);
+any process of the killed run still alive 10 s later is counted as orphaned.
+
+    python benchmarks/chaos.py --kills 12 --slots 2 --parent-kills 0.5
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ class ChaosReport:
     history_mismatches: int = 0
     integrity: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    parent_kills: int = 0  # kills of the runner alone (--parent-kills)
+    orphaned_workers: int = 0  # processes of a killed run still alive after ORPHAN_GRACE seconds
 
     def ok(self) -> bool:
         """No loss, no duplicate, no difference, healthy databases, no epoch redone."""
@@ -70,6 +80,7 @@ class ChaosReport:
             and self.history_mismatches == 0
             and set(self.integrity) <= {"ok"}
             and self.whole_epochs_redone == 0
+            and self.orphaned_workers == 0
         )
 
 
@@ -100,7 +111,7 @@ def write_experiment(folder: Path, name: str, samples: int = 3000, epochs: int =
     return path
 
 
-def launch(path: Path, output: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
+def launch(path: Path, output: Path, fault: str | None = None, slots: int = 1) -> subprocess.Popen[bytes]:
     """Starts ``gridcv run`` in its own session (so killing its group spares us).
 
     Its stderr is appended to ``<output>.stderr``, to explain any unexpected exit.
@@ -113,7 +124,10 @@ def launch(path: Path, output: Path, fault: str | None = None) -> subprocess.Pop
         stderr.write(f"--- launch, fault={fault}\n".encode())
         stderr.flush()
         return subprocess.Popen(
-            [sys.executable, "-m", "gridcv.cli", "--debug", "run", str(path), "--quiet", "--output", str(output)],
+            [
+                *(sys.executable, "-m", "gridcv.cli", "--debug", "run", str(path), "--quiet"),
+                *("--output", str(output), "--slots", str(slots)),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -139,7 +153,43 @@ def in_flight_checkpoints(output: Path) -> dict[str, int]:
     return {f.task_id: f.checkpoint_epoch or 0 for f in read_status(output).in_flight}
 
 
-def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosReport, max_kills: int) -> None:
+ORPHAN_GRACE = 10.0
+
+
+def session_survivors(session: int, grace: float = ORPHAN_GRACE) -> int:
+    """Processes of a killed run's session (its workers) still alive after ``grace`` seconds."""
+    import psutil
+
+    deadline = time.monotonic() + grace
+    while True:
+        alive = []
+        for p in psutil.process_iter(["status"]):
+            try:
+                if os.getsid(p.pid) == session and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except (ProcessLookupError, PermissionError):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return len(alive)
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class ChaosOptions:
+    """How rounds run: slots of the interrupted runs, and the share of kills that spare the workers."""
+
+    slots: int = 1
+    parent_kills: float = 0.0
+
+
+def chaos_round(
+    path: Path,
+    output: Path,
+    rng: random.Random,
+    report: ChaosReport,
+    max_kills: int,
+    options: ChaosOptions = ChaosOptions(),
+) -> None:
     """Kills runs into ``output`` until one finishes (or ``max_kills`` is reached, then finishes it)."""
     reached: dict[str, int] = {}
     while True:
@@ -147,12 +197,18 @@ def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosRepor
         fault = None
         if report.kills < max_kills and rng.random() < 0.35:
             fault = f"{rng.choice(FAULTS)}@{rng.randint(1, 8)}"
-        proc = launch(path, output, fault if report.kills < max_kills else None)
+        proc = launch(path, output, fault if report.kills < max_kills else None, options.slots)
         deadline = time.monotonic() + rng.uniform(2.0, 14.0)
         while proc.poll() is None and (report.kills >= max_kills or fault or time.monotonic() < deadline):
             time.sleep(0.05)
+        parent_alone = False
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            # the runner alone while parent kills lag behind their share; else the whole group
+            parent_alone = report.parent_kills < options.parent_kills * (report.kills + 1)
+            if parent_alone:
+                os.kill(proc.pid, signal.SIGKILL)
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if proc.returncode == 0:
             break
@@ -161,6 +217,8 @@ def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosRepor
             raise RuntimeError(f"gridcv run exited with {proc.returncode}:\n{tail}")
         report.kills += 1
         report.fault_kills += bool(fault)
+        report.parent_kills += parent_alone
+        report.orphaned_workers += session_survivors(proc.pid)
         for task_id, epoch in in_flight_checkpoints(output).items():
             reached[task_id] = max(reached.get(task_id, 0), epoch)
     from gridcv.store import ResultStore
@@ -185,7 +243,9 @@ def compare(reference: dict[str, dict], result: dict[str, dict], report: ChaosRe
         report.history_mismatches += json.dumps(ref.history) != json.dumps(got.history)
 
 
-def run_chaos(workdir: Path, kills: int, seed: int = 0, samples: int = 3000) -> ChaosReport:
+def run_chaos(
+    workdir: Path, kills: int, seed: int = 0, samples: int = 3000, options: ChaosOptions = ChaosOptions()
+) -> ChaosReport:
     """Reference run, then chaos rounds until ``kills`` kills have happened."""
     start = time.monotonic()
     rng = random.Random(seed)
@@ -199,7 +259,7 @@ def run_chaos(workdir: Path, kills: int, seed: int = 0, samples: int = 3000) -> 
     while report.kills < kills:
         report.rounds += 1
         output = workdir / f"round-{report.rounds}"
-        chaos_round(path, output, rng, report, kills)
+        chaos_round(path, output, rng, report, kills, options)
         compare(reference, snapshot(output), report)
     report.seconds = time.monotonic() - start
     return report
@@ -210,9 +270,13 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--slots", type=int, default=1, help="folds at once in the interrupted runs (CPU slots)")
+    parser.add_argument(
+        "--parent-kills", type=float, default=0.0, help="share of the kills that SIGKILL the runner alone (0.5)"
+    )
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gridcv-chaos-"))
-    report = run_chaos(workdir, args.kills, args.seed)
+    report = run_chaos(workdir, args.kills, args.seed, options=ChaosOptions(args.slots, args.parent_kills))
     print(f"workdir                  {workdir}")
     for key, value in report.__dict__.items():
         print(f"{key:<24} {value if not isinstance(value, float) else round(value, 6)}")

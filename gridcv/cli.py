@@ -53,7 +53,10 @@ def _add_execution_options(group: argparse._ArgumentGroup) -> None:
         if get_origin(kind) is Annotated:  # PositiveInt and friends
             kind = get_args(kind)[0]
         kwargs: dict[str, Any] = {"dest": name, "help": field.description}
-        if get_origin(kind) is Literal:
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if "metavar" in extra:  # a text the schema parses (devices: 0,1; an address)
+            kwargs["metavar"] = extra["metavar"]
+        elif get_origin(kind) is Literal:
             kwargs["choices"] = list(get_args(kind))
         elif kind is int:
             kwargs.update(type=int, metavar="N")
@@ -62,12 +65,17 @@ def _add_execution_options(group: argparse._ArgumentGroup) -> None:
         group.add_argument(f"--{name.replace('_', '-')}", **kwargs)
 
 
+def execution_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``execution:`` keys given on the command line (they win over the file's)."""
+    return {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
+
+
 def _run(args: argparse.Namespace) -> int:
     from gridcv.runner import RunOptions, run_experiment
     from gridcv.runner.progress import make_reporter
     from gridcv.store import FoldStatus
 
-    overrides = {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
+    overrides = execution_overrides(args)
     options = RunOptions(
         output=args.output,
         restart=args.restart,

@@ -54,6 +54,10 @@ class ExperimentChangedError(ResultsError):
     """The experiment file changed in a way that invalidates finished folds."""
 
 
+class ClusterError(UserError):
+    """The Dask cluster cannot run folds: no scheduler, no worker, daemonic workers, storage they do not share."""
+
+
 class WorkerStartError(GridcvError):
     """A worker process died before it was ready (TensorFlow failed to import, most likely)."""
 

@@ -4,7 +4,8 @@
 - Only ``gridcv/results.py`` and ``gridcv/report/`` import pandas (both return DataFrames:
   ``load_results``, ``gridcv.compare``, ``gridcv.load_history``); only ``gridcv/report/`` imports
   matplotlib (the report's plots); only ``gridcv/store/`` imports sqlite3; only
-  ``gridcv/execution/`` imports multiprocessing, subprocess or psutil.
+  ``gridcv/execution/`` imports multiprocessing, subprocess or psutil; only
+  ``gridcv/execution/dask.py`` and ``dask_task.py`` import Dask (an optional backend).
 - Outside ``training/``, only the worker's entry point, the inline executor, ``load_best_model``
   and the ``gridcv.models`` name reach ``gridcv.training``, and (but for that name) only
   inside functions, so importing them imports no Keras.
@@ -56,6 +57,10 @@ OWNERS = {
     "multiprocessing": (("execution/",), "multiprocessing, subprocess or psutil"),
     "subprocess": (("execution/",), "multiprocessing, subprocess or psutil"),
     "psutil": (("execution/",), "multiprocessing, subprocess or psutil"),
+    # Dask is an optional backend (pip install gridcv[dask]): its runner side (dask.py) and its task
+    # side (dask_task.py) are the only modules that import it, so nothing else needs it installed.
+    "distributed": (("execution/dask",), "Dask"),
+    "dask": (("execution/dask",), "Dask"),
 }
 
 
@@ -98,6 +103,7 @@ def test_the_layout_keeps_keras_and_pandas_where_they_belong():
         ("search.py", "from matplotlib.figure import Figure", "only gridcv/report/ may import matplotlib"),
         ("runner/status.py", "import sqlite3", "imports sqlite3; only gridcv/store/ may import sqlite3"),
         ("runner/runner.py", "    import multiprocessing", "only gridcv/execution/ may import multiprocessing"),
+        ("execution/processes.py", "import distributed", "only gridcv/execution/dask may import Dask"),
         ("runner/jobs.py", "from gridcv.training.fold import run_fold", "the parent side reaches training only"),
         ("execution/worker.py", "from gridcv.training.fold import run_fold", "at the top level; import it inside"),
     ],

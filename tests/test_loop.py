@@ -16,7 +16,16 @@ import pytest
 
 from gridcv.config import load_experiment
 from gridcv.errors import RunInterrupted, UserError
-from gridcv.execution.messages import EpochEnded, Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
+from gridcv.execution.messages import (
+    EpochEnded,
+    Event,
+    Finished,
+    FoldJob,
+    FoldOutcome,
+    OutcomeKind,
+    Placement,
+    Progress,
+)
 from gridcv.monitoring import Monitoring
 from gridcv.plan import make_plan
 from gridcv.runner.jobs import fold_assignment
@@ -64,6 +73,9 @@ class ScriptedExecutor:
         self.stop_requests += 1
         self._stopping = True
 
+    def placement(self, slot: int) -> Placement:
+        return Placement(self.slot_names[slot], f"fake device {slot}", "fakehost")
+
     def check(self, job: FoldJob) -> bool:
         return True
 
@@ -108,6 +120,13 @@ def test_two_slots_take_folds_in_plan_order_as_they_free_up(make_experiment, tmp
     assert [(slot, fold) for slot, fold, _, _ in executor.started] == [(0, 0), (1, 1), (0, 0), (0, 1)]
     assert statuses(store, plan) == ["done"] * 4
     assert loop.run.reporter.epochs == [(0, 1), (0, 1), (1, 1), (1, 1)]
+    # each attempt records where it ran, as the executor placed it
+    where = [(a.slot, a.device, a.host) for t in plan.tasks for a in store.attempts_of(t.task_id)]
+    assert (
+        where
+        == [("fake 0", "fake device 0", "fakehost"), ("fake 1", "fake device 1", "fakehost")]
+        + [("fake 0", "fake device 0", "fakehost")] * 2
+    )
 
 
 def test_a_retry_goes_before_the_next_fold_with_half_the_batch(make_experiment, tmp_path):

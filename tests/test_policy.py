@@ -43,6 +43,12 @@ EXAMPLES = [
     (K.ERROR, "retry_smaller_batch", 16, 1, [K.OOM, K.ABANDONED, K.INTERRUPTED], 1, Decision(PENDING)),
     (K.INTERRUPTED, "retry_smaller_batch", 16, 1, [], 0, Decision(PENDING, Stop.INTERRUPTED)),
     (K.FATAL, "skip", 16, 1, [], 2, Decision(PENDING, Stop.USER_ERROR)),
+    # a lost Dask worker: sent again, spends no retry, shrinks no batch, until 3 in a row
+    (K.LOST, "retry_smaller_batch", 16, 1, [], 0, Decision(PENDING)),
+    (K.LOST, "stop", 16, 1, [K.LOST, K.LOST], 0, Decision(PENDING)),
+    (K.LOST, "skip", 16, 1, [K.LOST, K.LOST, K.LOST], 5, Decision(FAILED)),
+    (K.LOST, "retry_smaller_batch", 16, 1, [K.LOST, K.LOST, K.LOST, K.INTERRUPTED], 0, Decision(PENDING)),
+    (K.ERROR, "retry_smaller_batch", 16, 1, [K.LOST, K.LOST], 1, Decision(PENDING)),
 ]
 
 
@@ -60,6 +66,8 @@ def expected_decision(kind, on_oom, batch, min_batch, earlier_errors, max_retrie
         return Decision(PENDING, Stop.INTERRUPTED)
     if kind is K.FATAL:
         return Decision(PENDING, Stop.USER_ERROR)
+    if kind is K.LOST:
+        return Decision(PENDING)  # these histories end with an error or an OOM, never a lost worker
     if kind in (K.OOM, K.KILLED):
         return {
             "skip": Decision(FAILED),
@@ -70,7 +78,7 @@ def expected_decision(kind, on_oom, batch, min_batch, earlier_errors, max_retrie
 
 
 def test_every_combination_follows_the_stated_policy():
-    kinds = [K.DONE, K.ERROR, K.OOM, K.KILLED, K.INTERRUPTED, K.FATAL]
+    kinds = [K.DONE, K.ERROR, K.OOM, K.KILLED, K.INTERRUPTED, K.FATAL, K.LOST]
     cases = itertools.product(
         kinds, ["retry_smaller_batch", "skip", "stop"], [16, 2, 1], [1, 2, 8], [0, 1, 2], [0, 1, 2]
     )
@@ -81,7 +89,7 @@ def test_every_combination_follows_the_stated_policy():
         got = decide(FoldOutcome("t", kind, batch_size=batch), earlier, execution)
         assert got == expected_decision(kind, on_oom, batch, min_batch, errors, max_retries), (kind, on_oom, batch)
         checked += 1
-    assert checked == 6 * 3 * 3 * 3 * 3 * 3
+    assert checked == 7 * 3 * 3 * 3 * 3 * 3
 
 
 @pytest.mark.parametrize(
@@ -90,7 +98,7 @@ def test_every_combination_follows_the_stated_policy():
         ([], (64, 1)),
         ([K.OOM], (32, 2)),
         ([K.KILLED, K.OOM], (16, 4)),
-        ([K.ERROR, K.ABANDONED, K.INTERRUPTED], (64, 1)),  # only out-of-memory shrinks the batch
+        ([K.ERROR, K.ABANDONED, K.INTERRUPTED, K.LOST], (64, 1)),  # only out-of-memory shrinks the batch
         ([K.OOM] * 8, (1, 256)),  # never below 1; the effective batch is kept while it can be
         ([K.OOM, None], (32, 2)),  # the attempt in flight (no outcome yet) counts for nothing
     ],

@@ -184,6 +184,9 @@ def test_every_execution_key_is_a_command_line_option_made_from_the_schema():
     assert options["on_oom"].choices == ["retry_smaller_batch", "skip", "stop"]
     assert options["isolation"].choices == ["process", "inline"]
     assert options["folds_per_worker"].type is int and options["max_worker_memory"].metavar == "SIZE"
+    assert options["backend"].choices == ["local", "dask"] and options["slots"].type is int
+    assert (options["devices"].metavar, options["devices"].choices) == ("DEVICES", None)
+    assert options["dask_scheduler"].metavar == "ADDRESS" and options["gpu_memory_limit"].metavar == "SIZE"
 
 
 class FakeMonotonic:
@@ -292,3 +295,50 @@ def test_no_line_of_a_real_run_wraps_on_an_80_column_terminal(make_experiment):
     assert re.fullmatch(
         r"  best accuracy \d\.\d{4} candidate 1/1: dropout=0\.123456789123, learning_rate=0\.0…", lines[-2]
     )
+
+
+SEVERAL_FOLDS_IN_FILE = {
+    "isolation": "process",
+    "devices": [0, 1],
+    "workers_per_device": 2,
+    "gpu_memory_limit": "8GiB",
+    "slots": 3,
+    "backend": "dask",
+    "dask_scheduler": "tcp://10.0.0.5:8786",
+}
+
+
+def test_the_several_folds_keys_are_read_from_the_file_and_each_flag_wins(make_experiment):
+    """The six keys of issue 12 under their contract names, then each given on the command line."""
+    from gridcv.cli import _parser, execution_overrides
+    from gridcv.config import ExecutionSpec, load_experiment
+    from gridcv.runner.checks import execution_spec
+
+    experiment = load_experiment(make_experiment(execution=SEVERAL_FOLDS_IN_FILE))
+    plain = _parser().parse_args(["run", "experiment.yaml"])
+    assert execution_spec(experiment, execution_overrides(plain)) == ExecutionSpec(**SEVERAL_FOLDS_IN_FILE)
+    flags = ["--devices", "cpu", "--workers-per-device", "1", "--gpu-memory-limit", "2GiB", "--slots", "2"]
+    flags += ["--backend", "local", "--dask-scheduler", "/shared/scheduler.json"]
+    args = _parser().parse_args(["run", "experiment.yaml", *flags])
+    merged = execution_spec(experiment, execution_overrides(args))
+    assert merged.model_dump() == {
+        **ExecutionSpec().model_dump(),
+        "isolation": "process",  # from the file: no flag given
+        "devices": "cpu",
+        "workers_per_device": 1,
+        "gpu_memory_limit": 2 * 1024**3,
+        "slots": 2,
+        "backend": "local",
+        "dask_scheduler": "/shared/scheduler.json",
+    }
+    one_gpu = _parser().parse_args(["run", "experiment.yaml", "--devices", "1"])
+    assert execution_spec(experiment, execution_overrides(one_gpu)).devices == [1]
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("0,1", [0, 1]), ("cpu", "cpu"), ("GPU-5c3e,1", ["GPU-5c3e", 1])])
+def test_devices_on_the_command_line_become_the_schemas_list(flag, expected):
+    from gridcv.cli import _parser
+    from gridcv.config import ExecutionSpec
+
+    args = _parser().parse_args(["run", "experiment.yaml", "--devices", flag])
+    assert ExecutionSpec(devices=args.devices).devices == expected

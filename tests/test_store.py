@@ -193,3 +193,48 @@ def test_results_written_before_the_info_column_still_read(tmp_path):
         rows = store.fold_rows()
     assert [r.info for r in rows] == [{}, {}, {}, {}]
     assert rows[0].scores == {"accuracy": 0.5}
+
+
+def test_every_attempt_records_its_slot_device_and_host_and_older_folders_get_the_columns(tmp_path):
+    from gridcv.execution.messages import Placement
+
+    with ResultStore.open(tmp_path, create=True) as store:
+        store.add_tasks(TASKS)
+        store.mark_running("t00", 8, 1, Placement("GPU 1", "GPU 1", "node7"))
+        store.record(done("t00"), FoldStatus.DONE)  # the outcome says nothing of where: the start's values stay
+        store.mark_running("t01", 8, 1, Placement("dask tcp://10.0.0.5:40123"))
+        store.record(FoldOutcome("t01", OutcomeKind.LOST, device="GPU 0", host="node9"), FoldStatus.PENDING)
+        store.mark_running("t10", 8, 1)  # a folder's store used without an executor (tests, tools)
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    for column in ("slot", "device", "host"):  # as a results folder from before the columns were added
+        conn.execute(f"ALTER TABLE attempts DROP COLUMN {column}")
+    conn.commit()
+    conn.close()
+    with ResultStore.open(tmp_path, readonly=True) as store:  # read as it is: the columns are absent
+        assert {(a.slot, a.device, a.host) for a in store.attempt_rows()} == {(None, None, None)}
+    with ResultStore.open(tmp_path) as store:  # a run opens it for writing: the columns come back, empty
+        store.mark_running("t11", 8, 1, Placement("cpu 2/2", "cpu", "node7"))
+        rows = [(a.task_id, a.slot, a.device, a.host) for a in store.attempt_rows()]
+    assert rows == [
+        ("t00", None, None, None),
+        ("t01", None, None, None),
+        ("t10", None, None, None),
+        ("t11", "cpu 2/2", "cpu", "node7"),
+    ]
+
+
+def test_load_attempts_shows_where_each_attempt_ran(tmp_path):
+    import gridcv
+    from gridcv.execution.messages import Placement
+
+    with ResultStore.open(tmp_path, create=True) as store:
+        store.add_tasks(TASKS)
+        store.mark_running("t00", 8, 1, Placement("dask tcp://10.0.0.5:40123"))
+        store.record(FoldOutcome("t00", OutcomeKind.LOST, device="GPU 0", host="node9"), FoldStatus.PENDING)
+        store.mark_running("t00", 8, 1, Placement("GPU 1", "GPU 1", "node7"))
+        store.record(done("t00"), FoldStatus.DONE)
+    attempts = gridcv.load_attempts(tmp_path)
+    assert attempts[["attempt", "outcome", "slot", "device", "host"]].values.tolist() == [
+        [1, "lost", "dask tcp://10.0.0.5:40123", "GPU 0", "node9"],
+        [2, "done", "GPU 1", "GPU 1", "node7"],
+    ]

@@ -75,6 +75,49 @@ class ExecutionSpec(_Section):
     )
     min_batch_size: PositiveInt = Field(default=1, description="smallest batch an out-of-memory retry may use")
     max_retries: NonNegativeInt = Field(default=0, description="retries for failures other than out-of-memory")
+    # Several folds at once (gridcv.execution.placement): one worker per GPU, CPU slots, or a Dask cluster.
+    devices: Literal["auto", "cpu"] | list[int | str] = Field(
+        default="auto",
+        description="auto (every visible GPU, else the CPU), cpu, or GPUs as a list: 0,1 or GPU-5c3e...",
+        json_schema_extra={"metavar": "DEVICES"},
+    )
+    workers_per_device: PositiveInt = Field(
+        default=1, description="folds trained at once on each GPU (2 or more need gpu_memory_limit)"
+    )
+    gpu_memory_limit: ByteSize | None = Field(
+        default=None, description="a hard TensorFlow memory cap per GPU worker (e.g. 10GiB); default: memory growth"
+    )
+    slots: PositiveInt = Field(
+        default=1, description="CPU only: folds trained at once on the CPU (its cores split between them)"
+    )
+    backend: Literal["local", "dask"] = Field(
+        default="local", description="run folds on this machine, or on a Dask cluster (pip install gridcv[dask])"
+    )
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="the Dask scheduler: tcp://host:8786, or a scheduler file (backend: dask)",
+        json_schema_extra={"metavar": "ADDRESS"},
+    )
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices_as_list(cls, value: Any) -> Any:
+        """``0`` and ``"0,1"`` (the command line's form) are lists of devices; ``auto`` and ``cpu`` stay words."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        if isinstance(value, str) and value.strip().lower() not in ("auto", "cpu"):
+            entries = [e.strip() for e in value.split(",") if e.strip()]
+            return [int(e) if e.isdigit() else e for e in entries]
+        if isinstance(value, str):
+            return value.strip().lower()
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _some_devices(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no device; write auto, cpu or a list such as [0, 1]")
+        return value
 
 
 class ExperimentSpec(_Section):

@@ -1,8 +1,10 @@
-"""Where folds run: executors, worker processes, memory sampling, and the messages that cross.
+"""Where folds run: executors, worker processes and their devices, the Dask backend, memory
+sampling, and the messages that cross.
 
 The parent side of the process boundary. :mod:`gridcv.execution.worker` is
 the worker's entry point; it reaches :mod:`gridcv.training` only inside its
-functions, so importing this package imports no Keras.
+functions, so importing this package imports no Keras (nor Dask, which only
+the ``backend: dask`` executor imports).
 """
 
 from gridcv.execution.executor import Executor, InlineExecutor, make_executor

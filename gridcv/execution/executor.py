@@ -8,17 +8,22 @@ whatever happened (a worker always reports back; a worker that cannot,
 because it died, is reported for). The runner alone writes the store.
 
 :class:`~gridcv.execution.processes.ProcessExecutor` runs folds in worker
-processes; :class:`InlineExecutor` runs them in this process, for debugging
-and notebooks.
+processes on this machine, one slot per GPU or several CPU slots
+(:mod:`gridcv.execution.placement`);
+:class:`~gridcv.execution.dask.DaskExecutor` sends them to a Dask cluster;
+:class:`InlineExecutor` runs them in this process, for debugging and notebooks.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from gridcv.config.schema import ExecutionSpec
-from gridcv.execution.messages import EpochEnded, Event, Finished, FoldJob, Progress
+from gridcv.errors import ConfigError
+from gridcv.execution.messages import EpochEnded, Event, Finished, FoldJob, Placement, Progress
+from gridcv.execution.placement import host_name, visible_gpus
 from gridcv.execution.worker import attempt_check, attempt_fold, clear_stop_request, read_check_reply, request_stop
 
 
@@ -32,7 +37,11 @@ class Executor(Protocol):
 
     @property
     def slot_names(self) -> tuple[str, ...]:
-        """What each slot is, for displays (``cpu``, ``GPU 0``, ``inline``)."""
+        """What each slot is, for displays (``cpu``, ``cpu 1/2``, ``GPU 0``, ``dask tcp://...``, ``inline``)."""
+        ...
+
+    def placement(self, slot: int) -> Placement:
+        """Where an attempt started on ``slot`` runs, as far as known before it reports (its attempt row)."""
         ...
 
     def check(self, job: FoldJob) -> bool:
@@ -68,19 +77,42 @@ class Executor(Protocol):
         ...
 
 
-def make_executor(execution: ExecutionSpec, deterministic: bool, log_dir: Path | None) -> Executor:
-    """The executor ``execution.isolation`` names.
+def make_executor(
+    execution: ExecutionSpec, deterministic: bool, log_dir: Path | None, where: str = "experiment file"
+) -> Executor:
+    """The executor the ``execution:`` section asks for.
+
+    ``isolation: inline`` wins over every other key (one fold at a time, here:
+    for debugging); else ``backend: dask`` sends folds to a Dask cluster, and
+    ``local`` runs a worker per slot on this machine (:func:`~gridcv.execution.placement.plan_slots`).
 
     Args:
         execution: The ``execution:`` section, command-line values applied.
         deterministic: TensorFlow op determinism in the workers.
         log_dir: Where workers write their logs; None: to this terminal (``--debug``).
+        where: The experiment file, for messages.
+
+    Raises:
+        ConfigError: Devices that are not there.
+        ClusterError: The Dask cluster cannot be reached or used.
     """
     if execution.isolation == "inline":
         return InlineExecutor(deterministic)
+    if execution.backend == "dask":
+        try:
+            from gridcv.execution.dask import DaskExecutor
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] not in ("dask", "distributed"):
+                raise
+            raise ConfigError(
+                f"{where}: execution.backend is dask, which needs Dask's distributed package ({exc}). "
+                "Install it with pip install 'gridcv[dask]', or set backend: local."
+            ) from None
+        return DaskExecutor(execution, deterministic, log_dir, where)
+    from gridcv.execution.placement import plan_slots
     from gridcv.execution.processes import ProcessExecutor
 
-    return ProcessExecutor(execution, deterministic, log_dir)
+    return ProcessExecutor(execution, deterministic, log_dir, plan_slots(execution, deterministic, where))
 
 
 class InlineExecutor:
@@ -98,6 +130,9 @@ class InlineExecutor:
         enable_determinism(deterministic)
         self._folds = 0
         self._events: list[Event] = []
+        gpus = visible_gpus()
+        # TensorFlow in this process places ops on its first GPU, if it sees one
+        self._placement = Placement("inline", f"GPU {gpus[0]}" if gpus else "cpu", host_name())
         clear_stop_request()  # a Ctrl-C of an earlier inline run must not stop this one
 
     def check(self, job: FoldJob) -> bool:
@@ -110,7 +145,11 @@ class InlineExecutor:
             self._events.append(Progress(slot, epoch))
 
         outcome = attempt_fold(job, "inline", self._folds, epoch_ended)
-        self._events.append(Finished(slot, outcome))
+        where = self._placement
+        self._events.append(Finished(slot, replace(outcome, device=where.device, host=where.host)))
+
+    def placement(self, slot: int) -> Placement:
+        return self._placement
 
     def poll(self, timeout: float) -> list[Event]:
         events, self._events = self._events, []

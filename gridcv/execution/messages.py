@@ -31,6 +31,7 @@ class OutcomeKind(enum.StrEnum):
     INTERRUPTED = "interrupted"  # stopped by the user after a checkpoint; to be resumed
     FATAL = "fatal"  # a user error (bad builder, bad data, a full disk) that every fold would hit
     ABANDONED = "abandoned"  # never reported: the run ended while the attempt was training (set by the store)
+    LOST = "lost"  # the Dask worker running it was lost (KilledWorker, a closed connection): sent again
 
     def is_out_of_memory(self) -> bool:
         """Whether the attempt ran out of memory (a death by SIGKILL counts: the OOM killer's signal)."""
@@ -141,6 +142,8 @@ class FoldOutcome:
         worker_id: Which worker ran it (``inline`` without worker processes).
         worker_folds: How many folds that worker had run, this one included.
         resumed_from_epoch: Epochs restored from a checkpoint instead of trained.
+        device: What it trained on, as the worker saw it (``cpu``, ``GPU 0``).
+        host: The machine it ran on.
         info: What else the fold reports: ``precision``, ``effective_batch_size``,
             ``best_epoch`` and ``stopped_epoch`` (1-based), ``monitor``,
             ``history_best`` (best value of each Keras metric), ``train_scores``,
@@ -164,6 +167,23 @@ class FoldOutcome:
     worker_folds: int | None = None
     resumed_from_epoch: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an attempt started on a slot runs, as far as the executor knows before it reports.
+
+    Attributes:
+        slot: The slot's name (``GPU 0``, ``cpu 1/2``, ``dask tcp://10.0.0.5:40123``).
+        device: ``cpu`` or ``GPU <entry>``; None until the worker says (Dask).
+        host: The machine; None until the worker says (Dask).
+    """
+
+    slot: str
+    device: str | None = None
+    host: str | None = None
 
 
 @dataclass(frozen=True)

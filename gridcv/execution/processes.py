@@ -11,6 +11,11 @@ it, a way to ask it to stop after its next checkpoint, messages while a fold
 trains (epochs), and replacement decided by memory rather than by count
 only. The plumbing stays small: a pipe and a process per slot, and one
 ``connection.wait`` over all of them.
+
+Each slot's worker is set up by a :class:`~gridcv.execution.placement.WorkerSetup`:
+its one GPU, or its share of the CPU's threads. :class:`WorkerSlot` is also
+what a Dask task drives (:mod:`gridcv.execution.dask`), so a fold trains in
+the same kind of worker process on a cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -30,7 +35,8 @@ from typing import Any
 from gridcv.config.schema import ExecutionSpec
 from gridcv.errors import WorkerStartError
 from gridcv.execution.memory import format_bytes, rss_of
-from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
+from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Placement, Progress
+from gridcv.execution.placement import WorkerSetup, cpu_slots, host_name
 from gridcv.execution.worker import STOP_SIGNAL, read_check_reply
 
 POLL_SECONDS = 0.2
@@ -39,15 +45,16 @@ POLL_SECONDS = 0.2
 class _Worker:
     """One live worker process and the pipe to it."""
 
-    def __init__(self, worker_id: str, deterministic: bool, log_path: Path | None) -> None:
+    def __init__(self, worker_id: str, deterministic: bool, log_path: Path | None, setup: WorkerSetup) -> None:
         from gridcv.execution.worker import worker_main
 
         ctx = multiprocessing.get_context("spawn")  # fork would copy TF state and threads
         self.id = worker_id
         self.conn, child = ctx.Pipe()
+        log = None if log_path is None else str(log_path)
         self.process: BaseProcess = ctx.Process(
             target=worker_main,
-            args=(child, os.getpid(), worker_id, deterministic, None if log_path is None else str(log_path)),
+            args=(child, os.getpid(), worker_id, deterministic, log, setup),
             name=f"gridcv-{worker_id}",
             daemon=True,
         )
@@ -55,16 +62,17 @@ class _Worker:
         child.close()
         self.folds = 0
         self.ready = False
+        self.received: dict[str, Any] = {}  # what the worker says it was set up with (device, environment)
         self.log_path = log_path
 
     def wait_ready(self) -> None:
         """Waits until the worker has imported TensorFlow and asks for work."""
         if self.ready:
             return
-        tag, _pid = self.receive(timeout=None)
+        tag, received = self.receive(timeout=None)
         if tag != "ready":
             raise self.start_error()
-        self.ready = True
+        self.ready, self.received = True, received
 
     def start_error(self) -> WorkerStartError:
         """The error of a worker that died before it was ready."""
@@ -112,18 +120,32 @@ class _Worker:
         self.conn.close()
 
 
-class _Slot:
-    """One place a fold trains: its worker (replaced as needed), a warm successor, the fold in flight."""
+def start_worker(worker_id: str, deterministic: bool, log_path: Path | None, setup: WorkerSetup) -> _Worker:
+    """Starts a worker process set up by ``setup`` (its device, its threads)."""
+    return _Worker(worker_id, deterministic, log_path, setup)
 
-    def __init__(self, index: int, spawn: Callable[[], _Worker], execution: ExecutionSpec, limit: int | None) -> None:
+
+class WorkerSlot:
+    """One place a fold trains: its worker (replaced as needed), a warm successor, the fold in flight.
+
+    Args:
+        index: The slot's number, in the events it makes.
+        spawn: Starts a new worker for this slot.
+        execution: ``folds_per_worker`` and ``max_worker_memory``.
+        setup: The slot's device and threads (recorded with outcomes of workers that died).
+    """
+
+    def __init__(self, index: int, spawn: Callable[[], _Worker], execution: ExecutionSpec, setup: WorkerSetup) -> None:
         self.index = index
-        self._spawn = spawn
+        self.spawn = spawn
         self.execution = execution
-        self.limit = limit
+        self.setup = setup
+        self.limit = int(execution.max_worker_memory) if execution.max_worker_memory else None
         self.worker: _Worker | None = None
         self.standby: _Worker | None = None  # warmed up while the current worker runs its last fold
         self.job: FoldJob | None = None
         self.peak = 0
+        self.stopping = False  # a stop was asked for before the worker could take the signal
 
     def ensure_worker(self, wait: bool = True) -> _Worker:
         """The slot's live worker: the current one, the warm successor, or a new one.
@@ -137,7 +159,7 @@ class _Slot:
             if self.standby is not None and self.standby.alive():
                 self.worker, self.standby = self.standby, None
             else:
-                self.worker = self._spawn()
+                self.worker = self.spawn()
         if wait:
             self.worker.wait_ready()
         return self.worker
@@ -148,8 +170,8 @@ class _Slot:
         if worker.folds == self.execution.folds_per_worker and self.standby is None:
             # This is the worker's last fold: its successor imports TensorFlow meanwhile
             # (seconds of start-up that would otherwise be spent waiting).
-            self.standby = self._spawn()
-        self.job, self.peak = job, 0
+            self.standby = self.spawn()
+        self.job, self.peak, self.stopping = job, 0, False
         if worker.ready:
             worker.conn.send(("fold", job))
 
@@ -168,7 +190,9 @@ class _Slot:
             except (EOFError, OSError):
                 break
             if tag == "ready":
-                worker.ready = True
+                worker.ready, worker.received = True, payload
+                if self.stopping:  # stopped before it started: the fold is not sent
+                    return [*events, self._not_started()]
                 worker.conn.send(("fold", self.job))
             elif tag == "epoch":
                 events.append(Progress(self.index, payload))
@@ -180,7 +204,35 @@ class _Slot:
             return [*events, self._died()]
         return events
 
-    def sample_memory(self) -> Event | None:
+    def request_stop(self) -> None:
+        """Asks the fold in flight to stop after its next checkpoint.
+
+        A worker still starting has no handler for the signal yet (it would kill
+        it): its fold is then not sent, and ends as interrupted when it is ready.
+        """
+        worker = self.worker
+        if self.job is None or worker is None or not worker.alive():
+            return
+        if worker.ready:
+            os.kill(worker.pid, STOP_SIGNAL)
+        else:
+            self.stopping = True
+
+    def _not_started(self) -> Finished:
+        assert self.job is not None
+        job, self.job = self.job, None
+        outcome = FoldOutcome(
+            job.task.task_id,
+            OutcomeKind.INTERRUPTED,
+            batch_size=job.batch_size,
+            accumulation_steps=job.accumulation_steps,
+            message="stopped on request before it started",
+            device=self.setup.device,
+            host=host_name(),
+        )
+        return Finished(self.index, outcome)
+
+    def sample_memory(self) -> Finished | None:
         """Samples the worker's memory; stops it (an OOM outcome) above ``max_worker_memory``."""
         assert self.worker is not None
         rss = self.worker.rss()
@@ -232,6 +284,8 @@ class _Slot:
             peak_rss=self.peak or None,
             worker_id=worker.id,
             worker_folds=worker.folds,
+            device=worker.received.get("device", self.setup.device),
+            host=host_name(),
         )
         return Finished(self.index, outcome)
 
@@ -252,13 +306,28 @@ def _death(worker: _Worker) -> str:
 
 
 class ProcessExecutor:
-    """Runs folds in spawned worker processes, one per slot, replaced as needed."""
+    """Runs folds in spawned worker processes, one per slot, replaced as needed.
 
-    def __init__(self, execution: ExecutionSpec, deterministic: bool, log_dir: Path | None, slots: int = 1) -> None:
+    Args:
+        execution: The ``execution:`` section.
+        deterministic: TensorFlow op determinism in the workers.
+        log_dir: Where workers write their logs; None: to this terminal.
+        slots: The slots' setups (:func:`~gridcv.execution.placement.plan_slots`),
+            or a number of CPU slots.
+    """
+
+    def __init__(
+        self,
+        execution: ExecutionSpec,
+        deterministic: bool,
+        log_dir: Path | None,
+        slots: int | Sequence[WorkerSetup] = 1,
+    ) -> None:
         self.execution = execution
         self.deterministic = deterministic
-        limit = int(execution.max_worker_memory) if execution.max_worker_memory else None
-        self._slots = [_Slot(i, self._spawn, execution, limit) for i in range(slots)]
+        setups = cpu_slots(slots, deterministic) if isinstance(slots, int) else tuple(slots)
+        self._slots = [WorkerSlot(i, self._spawner(s), execution, s) for i, s in enumerate(setups)]
+        self._host = host_name()
         self._started = 0
         self._last_sample = 0.0
         # Until the results folder exists (it is not created before the builder is
@@ -273,7 +342,11 @@ class ProcessExecutor:
 
     @property
     def slot_names(self) -> tuple[str, ...]:
-        return tuple("cpu" if len(self._slots) == 1 else f"cpu {s.index + 1}" for s in self._slots)
+        return tuple(s.setup.slot for s in self._slots)
+
+    def placement(self, slot: int) -> Placement:
+        setup = self._slots[slot].setup
+        return Placement(setup.slot, setup.device, self._host)
 
     def _log_path(self, worker_id: str) -> Path | None:
         return None if self._log_dir is None else self._log_dir / f"worker-{worker_id}.log"
@@ -289,10 +362,13 @@ class ProcessExecutor:
                 worker.conn.send(("log", str(self._log_path(worker.id))))
                 worker.receive(timeout=None)
 
-    def _spawn(self) -> _Worker:
-        self._started += 1
-        worker_id = f"w{self._started}"
-        return _Worker(worker_id, self.deterministic, self._log_path(worker_id))
+    def _spawner(self, setup: WorkerSetup) -> Callable[[], _Worker]:
+        def spawn() -> _Worker:
+            self._started += 1
+            worker_id = f"w{self._started}"
+            return _Worker(worker_id, self.deterministic, self._log_path(worker_id), setup)
+
+        return spawn
 
     def check(self, job: FoldJob) -> bool:
         worker = self._slots[0].ensure_worker()
@@ -325,8 +401,7 @@ class ProcessExecutor:
 
     def request_stop(self) -> None:
         for slot in self._slots:
-            if slot.job is not None and slot.worker is not None and slot.worker.alive():
-                os.kill(slot.worker.pid, STOP_SIGNAL)
+            slot.request_stop()
 
     def close(self) -> None:
         for slot in self._slots:

@@ -28,6 +28,7 @@ from typing import Any
 
 from gridcv.errors import BuilderError, DataError, UserError
 from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
+from gridcv.execution.placement import WorkerSetup, device_of, host_name
 from gridcv.store.failures import explain, os_problem
 
 STOP_SIGNAL = signal.SIGUSR1
@@ -171,19 +172,37 @@ def redirect_stderr(path: str | None) -> None:
     os.close(fd)
 
 
-def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic: bool, log_path: str | None) -> None:
-    """Entry point of a worker process: set up, then serve fold jobs until told to stop."""
+def worker_main(
+    conn: Connection,
+    parent_pid: int,
+    worker_id: str,
+    deterministic: bool,
+    log_path: str | None,
+    setup: WorkerSetup | None = None,
+) -> None:
+    """Entry point of a worker process: set up, then serve fold jobs until told to stop.
+
+    ``setup`` says its device (``CUDA_VISIBLE_DEVICES``, put in its environment
+    before TensorFlow is imported: CUDA reads it once), its threads and its GPU
+    memory cap. Its "ready" message says what it received.
+    """
+    setup = setup or WorkerSetup()
+    os.environ.update(dict(setup.environ))
     redirect_stderr(log_path)
     die_with_parent(parent_pid)
     prefer_me_when_out_of_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(STOP_SIGNAL, lambda *_: request_stop())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from gridcv.training.devices import configure_device, enable_determinism
+    from gridcv.training.devices import configure_device, configure_threads, enable_determinism, op_threads
 
-    configure_device()
+    configure_threads(setup.threads)
+    configure_device(setup.gpu_memory_limit)
     enable_determinism(deterministic)
-    conn.send(("ready", os.getpid()))
+    device, host = device_of(os.environ, setup.device), host_name()
+    received = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
+    ready = {"pid": os.getpid(), "device": device, "host": host, "threads": op_threads(), **received}
+    conn.send(("ready", ready))
     folds = 0
     while True:
         try:
@@ -201,7 +220,9 @@ def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic
             reply = attempt_check(payload)
         elif kind == "fold":
             folds += 1
-            reply = ("outcome", attempt_fold(payload, worker_id, folds, lambda e: conn.send(("epoch", e))))
+            outcome = attempt_fold(payload, worker_id, folds, lambda e: conn.send(("epoch", e)))
+            clear_stop_request()  # it stopped this fold; a worker kept warm for a Dask task serves the next run
+            reply = ("outcome", replace(outcome, device=device, host=host))
         else:
             reply = ("error", f"unknown message {kind!r}")
         conn.send(reply)

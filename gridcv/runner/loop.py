@@ -125,7 +125,7 @@ class TaskLoop:
         earlier = tuple(run.store.attempts_of(task.task_id))
         batch, accumulation = retry_shape(base_batch(spec, task.params), earlier)
         accumulation *= requested_accumulation(spec, task.params) or 1
-        attempt = run.store.mark_running(task.task_id, batch, accumulation)
+        attempt = run.store.mark_running(task.task_id, batch, accumulation, run.executor.placement(slot))
         self.attempts += 1
         job = build_job(run.experiment, run.plan, work, run.folder, batch, accumulation, attempt, run.monitoring)
         run.reporter.fold_started(task, attempt, batch, slot)

@@ -16,6 +16,10 @@ from gridcv.config.schema import ExecutionSpec
 from gridcv.execution.messages import FoldOutcome, OutcomeKind
 from gridcv.store.rows import AttemptRow, FoldStatus
 
+# A fold that loses more Dask workers than this in a row fails: as many as Dask's own allowed-failures
+# (distributed.scheduler.allowed-failures, 3), past which Dask blames the task for killing its workers.
+MAX_LOST_IN_A_ROW = 3
+
 
 class Stop(enum.StrEnum):
     """Why the whole run must stop after an outcome."""
@@ -61,6 +65,8 @@ def decide(outcome: FoldOutcome, earlier: Sequence[AttemptRow], execution: Execu
         return Decision(FoldStatus.PENDING, Stop.INTERRUPTED)
     if kind is OutcomeKind.FATAL:
         return Decision(FoldStatus.PENDING, Stop.USER_ERROR)
+    if kind is OutcomeKind.LOST:  # the machine went, not the fold: sent again, no retry spent
+        return Decision(FoldStatus.FAILED if lost_in_a_row(earlier) + 1 > MAX_LOST_IN_A_ROW else FoldStatus.PENDING)
     if kind.is_out_of_memory():
         if execution.on_oom == "skip":
             return Decision(FoldStatus.FAILED)
@@ -70,3 +76,13 @@ def decide(outcome: FoldOutcome, earlier: Sequence[AttemptRow], execution: Execu
         return Decision(FoldStatus.FAILED if smaller < execution.min_batch_size else FoldStatus.PENDING)
     errors = sum(1 for a in earlier if a.outcome is OutcomeKind.ERROR) + 1
     return Decision(FoldStatus.PENDING if errors <= execution.max_retries else FoldStatus.FAILED)
+
+
+def lost_in_a_row(attempts: Sequence[AttemptRow]) -> int:
+    """How many of the last attempts lost their Dask worker, counting back to one that did not."""
+    count = 0
+    for a in reversed(attempts):
+        if a.outcome is not OutcomeKind.LOST:
+            break
+        count += 1
+    return count

@@ -106,7 +106,9 @@ def run_experiment(
     check_monitoring(spec, plan, monitoring, experiment.where)
 
     reporter.message(f"checking the model builder {spec.model} ...")
-    executor = make_executor(execution, spec.deterministic, None if options.debug else folder / "logs")
+    executor = make_executor(
+        execution, spec.deterministic, None if options.debug else folder / "logs", experiment.where
+    )
     try:
         _check_builder(experiment, plan, folder, executor, monitoring)
         if options.restart and (aside := move_aside(folder)) is not None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gridcv.errors import FinishedFoldError, ResultsError
-from gridcv.execution.messages import FoldOutcome, OutcomeKind
+from gridcv.execution.messages import FoldOutcome, OutcomeKind, Placement
 from gridcv.faults import crash_point
 from gridcv.plan import REFIT_FOLD, FoldTask, canonical_json
 from gridcv.store.failures import store_error
@@ -237,8 +237,11 @@ class ResultStore:
 
     # --- state changes -------------------------------------------------------------------
 
-    def mark_running(self, task_id: str, batch_size: int, accumulation_steps: int) -> int:
-        """pending -> running; records a new attempt and returns its number."""
+    def mark_running(
+        self, task_id: str, batch_size: int, accumulation_steps: int, where: Placement | None = None
+    ) -> int:
+        """pending -> running; records a new attempt (on slot ``where``) and returns its number."""
+        where = where or Placement("")
         with self._transaction("starting a fold") as tx:
             row = self._unfinished(tx, task_id)
             attempt = int(row["attempts"]) + 1
@@ -248,9 +251,9 @@ class ResultStore:
                 (attempt, now, task_id),
             )
             tx.execute(
-                "INSERT INTO attempts (task_id, attempt, batch_size, accumulation_steps, started_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (task_id, attempt, batch_size, accumulation_steps, now),
+                "INSERT INTO attempts (task_id, attempt, batch_size, accumulation_steps, started_at, slot, device, "
+                "host) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (task_id, attempt, batch_size, accumulation_steps, now, where.slot or None, where.device, where.host),
             )
             return attempt
 
@@ -269,7 +272,8 @@ class ResultStore:
             tx.execute(
                 "UPDATE attempts SET outcome = ?, message = ?, error = ?, batch_size = ?, "
                 "accumulation_steps = ?, peak_rss = ?, worker_id = ?, resumed_from_epoch = ?, "
-                "finished_at = ? WHERE task_id = ? AND attempt = ?",
+                "finished_at = ?, device = coalesce(?, device), host = coalesce(?, host) "
+                "WHERE task_id = ? AND attempt = ?",
                 (
                     o.kind.value,
                     o.message,
@@ -280,6 +284,8 @@ class ResultStore:
                     o.worker_id,
                     o.resumed_from_epoch,
                     now,
+                    o.device,  # what the worker saw wins over what the slot expected
+                    o.host,
                     o.task_id,
                     row["attempts"],
                 ),

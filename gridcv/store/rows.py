@@ -76,7 +76,10 @@ class FoldRow:
 
 @dataclass(frozen=True)
 class AttemptRow:
-    """One attempt at a fold: how it ended (None while it runs) and what it ran with."""
+    """One attempt at a fold: how it ended (None while it runs), what it ran with, and where.
+
+    ``slot``, ``device`` and ``host`` are None in folders written before they were recorded.
+    """
 
     task_id: str
     attempt: int
@@ -90,6 +93,9 @@ class AttemptRow:
     resumed_from_epoch: int | None
     started_at: float
     finished_at: float | None
+    slot: str | None = None
+    device: str | None = None
+    host: str | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> AttemptRow:

@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     resumed_from_epoch INTEGER,
     started_at REAL NOT NULL,
     finished_at REAL,
+    slot TEXT,
+    device TEXT,
+    host TEXT,
     PRIMARY KEY (task_id, attempt)
 );
 CREATE TRIGGER IF NOT EXISTS done_folds_are_final
@@ -80,6 +83,10 @@ def add_missing_columns(conn: sqlite3.Connection) -> None:
     have = {r[1] for r in conn.execute("PRAGMA table_info(folds)")}
     if "info" not in have:  # training details (best epoch, train scores, precision...), JSON
         conn.execute("ALTER TABLE folds ADD COLUMN info TEXT")
+    have = {r[1] for r in conn.execute("PRAGMA table_info(attempts)")}
+    for column in ("slot", "device", "host"):  # where each attempt ran (several slots, Dask)
+        if column not in have:
+            conn.execute(f"ALTER TABLE attempts ADD COLUMN {column} TEXT")
 
 
 def connect(db: Path, readonly: bool, untouched: bool) -> sqlite3.Connection:

@@ -14,6 +14,7 @@ from gridcv.config.data import AugmentSpec, DataSpec, augmentation_of, balance_o
 from gridcv.data.augment import augment_batch
 from gridcv.data.sampling import class_weights, epoch_order, oversampled
 from gridcv.data.sources import Source
+from gridcv.training.devices import data_threads
 
 
 class IndexBatches(keras.utils.PyDataset):
@@ -147,6 +148,10 @@ class IndexBatches(keras.utils.PyDataset):
 
         steps = max(0, epochs - first_epoch) * n_batches
         dataset = tf.data.Dataset.range(steps)
+        if (threads := data_threads()) is not None:  # several CPU slots share the cores
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = threads
+            dataset = dataset.with_options(options)
         if self.parallel > 1:  # deterministic: parallel reads still come out in step order
             dataset = dataset.map(read, num_parallel_calls=self.parallel, deterministic=True)
         else:
