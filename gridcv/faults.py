@@ -8,6 +8,8 @@ Points:
 - ``checkpoint-write``: half of a checkpoint's bytes are written to its temporary file.
 - ``checkpoint-rename``: a checkpoint is complete under its temporary name, not yet renamed.
 - ``store-commit``: a fold's result is written inside its transaction, not yet committed.
+- ``train-batch``: a training batch has just been trained (its checkpoint, if one is due, not yet written).
+- ``batch-checkpoint``: a checkpoint within an epoch has just been written.
 
 Unset (always, outside tests) it costs one dictionary lookup.
 """

@@ -119,6 +119,8 @@ class Experiment:
 # fit: keys of the first release; later keys (validation_split_from_train, monitor_test_fold, ...)
 # count only when set, so a folder started before they existed keeps its fingerprint.
 _FIRST_FIT_KEYS = ("epochs", "batch_size", "shuffle")
+# Keys that change how a fold runs, not its results (a resume is bit-for-bit the same).
+_NOT_RESULTS = {"checkpoint_every"}
 
 
 def fit_fingerprint(fit: FitSpec) -> str:
@@ -132,7 +134,7 @@ def _without_new_defaults(section: BaseModel, original: tuple[str, ...]) -> dict
     Results folders started before a key existed keep the same fingerprint.
     """
     dumped = section.model_dump(include=set(original))
-    dumped.update(section.model_dump(exclude=set(original), exclude_defaults=True))
+    dumped.update(section.model_dump(exclude=set(original) | _NOT_RESULTS, exclude_defaults=True))
     return dumped
 
 

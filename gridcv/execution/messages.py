@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gridcv.config.data import DataSpec
-from gridcv.config.training import CallbackSpec, CompileSpec
+from gridcv.config.training import CallbackSpec, CheckpointInterval, CompileSpec
 from gridcv.plan import FoldTask
 from gridcv.refs import Ref
 
@@ -64,6 +64,8 @@ class TrainingOptions:
         train_score_idx: Training samples to score (``return_train_score``); None not to.
         results_dir: The results folder (fold models and TensorBoard logs go there).
         save_model_to: Save the trained model here (refit); None for folds.
+        checkpoint_every: Checkpoints within an epoch (``fit.checkpoint_every``); None: at
+            epoch ends only.
     """
 
     compile: CompileSpec = field(default_factory=CompileSpec)
@@ -73,6 +75,7 @@ class TrainingOptions:
     train_score_idx: np.ndarray | None = None
     results_dir: Path | None = None
     save_model_to: Path | None = None
+    checkpoint_every: CheckpointInterval | None = None
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ A worker imports TensorFlow once, then runs fold after fold sent by the
 parent through a pipe, and always answers with a :class:`FoldOutcome`:
 exceptions are caught and classified here, so only death needs the parent's
 diagnosis. It dies with its parent (``PR_SET_PDEATHSIG``), ignores Ctrl-C
-(the parent decides), and stops after the current epoch's checkpoint when
-the parent sends SIGUSR1.
+(the parent decides), and stops after the current batch, with a checkpoint
+there, when the parent sends SIGUSR1.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _stop_requested = threading.Event()
 
 
 def stop_requested() -> bool:
-    """Whether the parent asked this worker to stop after the current epoch."""
+    """Whether the parent asked this worker to stop after the current batch (with a checkpoint)."""
     return _stop_requested.is_set()
 
 

@@ -173,4 +173,5 @@ def training_options(experiment: Experiment, folder: Path, work: Assignment) -> 
         train_score_idx=sample,
         results_dir=folder,
         save_model_to=work.save_model_to,
+        checkpoint_every=spec.fit.checkpoint_interval(),
     )

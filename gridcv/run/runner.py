@@ -238,7 +238,7 @@ def _refit(run: RunContext, stop: threading.Event) -> int:
 
 @contextmanager
 def _stop_on_signals(executor: Executor, reporter: Reporter) -> Iterator[threading.Event]:
-    """First Ctrl-C/SIGTERM: stop after the current epoch's checkpoint. Second: stop now."""
+    """First Ctrl-C/SIGTERM: stop after the current batch, with a checkpoint there. Second: stop now."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -249,7 +249,7 @@ def _stop_on_signals(executor: Executor, reporter: Reporter) -> Iterator[threadi
             raise KeyboardInterrupt
         stop.set()
         executor.request_stop()
-        reporter.message("stopping after the current epoch's checkpoint (Ctrl-C again to stop now)")
+        reporter.message("stopping after the current batch, with a checkpoint there (Ctrl-C again to stop now)")
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -18,12 +18,13 @@ from gridcv.data.sources import Source, open_source
 from gridcv.execution.memory import peak_rss, reset_peak_rss
 from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
 from gridcv.store.checkpoints import TrainingState
-from gridcv.training.batches import EpochCursor, IndexBatches, training_batches, validation_batches
+from gridcv.training.batches import IndexBatches, training_batches, validation_batches
 from gridcv.training.building import build_model, release_memory
 from gridcv.training.callbacks import BestModelCheckpoint, make_callbacks, monitor_of
-from gridcv.training.checkpointing import EpochCheckpoint, restore_training_state
+from gridcv.training.checkpointing import FoldCheckpoints, Restored, restore_training_state
 from gridcv.training.compiling import accumulation_of
 from gridcv.training.devices import gpu_peak_memory, reset_gpu_peak_memory
+from gridcv.training.fitting import Position, train
 from gridcv.training.history import history_summary
 from gridcv.training.outputs import OutputLayout, output_layout, static_output_shapes
 from gridcv.training.saving import save_model_atomic
@@ -41,7 +42,7 @@ class PreparedFold:
     train: IndexBatches
     monitor: IndexBatches | None
     callbacks: list[keras.callbacks.Callback]
-    restored: TrainingState
+    restored: Restored
 
 
 def run_fold(
@@ -57,8 +58,8 @@ def run_fold(
         job: The fold to run.
         worker_id: Id of the worker running it, recorded with the outcome.
         worker_folds: How many folds this worker has run, this one included.
-        should_stop: Polled after each epoch's checkpoint; True stops training and
-            returns an INTERRUPTED outcome (the fold resumes from that checkpoint).
+        should_stop: Polled after each batch; True saves a checkpoint there, stops training
+            and returns an INTERRUPTED outcome (the fold resumes from that checkpoint).
         on_epoch: Told of each epoch once its checkpoint is saved.
 
     Returns:
@@ -86,11 +87,14 @@ def run_fold(
             history=final.history,
             worker_id=worker_id,
             worker_folds=worker_folds,
-            resumed_from_epoch=fold.restored.epoch,
+            resumed_from_epoch=fold.restored.state.epoch,
             info=fold_info(job, final, fold),
         )
         if final.epoch < job.epochs and not final.extra.get("stopped_early"):
-            return replace(trained, peak_rss=peak_rss(), message=f"stopped on request after epoch {final.epoch}")
+            where = f"after epoch {final.epoch}"
+            if final.batch:
+                where = f"in epoch {final.epoch + 1} after batch {final.batch}"
+            return replace(trained, peak_rss=peak_rss(), message=f"stopped on request {where}")
         return score(job, fold, trained)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
@@ -110,7 +114,7 @@ def prepare(job: FoldJob) -> PreparedFold:
         validation_batches(source, job.data.spec, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
     )
     callbacks = make_callbacks(job, monitored=monitor is not None)
-    restored = restore_training_state(model, job.checkpoint_dir)
+    restored = restore_training_state(model, job.checkpoint_dir, train)
     return PreparedFold(source, model, layout, train, monitor, callbacks, restored)
 
 
@@ -120,32 +124,23 @@ def fit(
     should_stop: Callable[[], bool],
     on_epoch: Callable[[EpochEnded], None] | None = None,
 ) -> TrainingState:
-    """Trains from the restored epoch to the last, checkpointing every epoch; returns the final state."""
-    state = fold.restored
+    """Trains from the restored position to the last epoch, checkpointing; returns the final state."""
+    state = fold.restored.state
 
     def saved(now: TrainingState, logs: dict[str, float]) -> None:
         if on_epoch is not None:
             on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch))
 
-    checkpoint = EpochCheckpoint(job.checkpoint_dir, state, should_stop, fold.callbacks, saved)
-    last = state.epoch if state.extra.get("stopped_early") else job.epochs
-    first = min(state.epoch, last)
-    # fit runs even with no epoch left, so that callbacks' on_train_end runs on a
-    # finished, resumed fold too (EarlyStopping's restore_best_weights).
-    fold.model.fit(
-        fold.train.feed(first, last),
-        steps_per_epoch=len(fold.train),
-        epochs=last,
-        initial_epoch=first,
-        validation_data=fold.monitor,
-        verbose=0,
-        # The generator orders its own batches from (seed, epoch); fit's own shuffle
-        # would use Python's global random, whose state no checkpoint can see.
-        shuffle=False,
-        # EpochCheckpoint comes last: it saves the state the others left after each epoch.
-        callbacks=[EpochCursor(fold.train), *fold.callbacks, checkpoint],
+    every = job.training.checkpoint_every
+    checkpoints = FoldCheckpoints(
+        fold.model, job.checkpoint_dir, fold.restored, every, should_stop, fold.callbacks, saved
     )
-    return checkpoint.state
+    last = state.epoch if state.extra.get("stopped_early") else job.epochs
+    start = Position(state.epoch, state.batch) if state.epoch < last else Position(last)
+    # The loop runs even with no epoch left, so that callbacks' on_train_end runs on a
+    # finished, resumed fold too (EarlyStopping's restore_best_weights).
+    train(fold.model, fold.train, fold.monitor, fold.callbacks, start, last, checkpoints)
+    return checkpoints.state
 
 
 def score(job: FoldJob, fold: PreparedFold, trained: FoldOutcome) -> FoldOutcome:
@@ -177,5 +172,6 @@ def fold_info(job: FoldJob, state: TrainingState, fold: PreparedFold) -> dict[st
         "effective_batch_size": job.batch_size * accumulation_of(fold.model),
         "stopped_epoch": stopped,
         "model_path": str(model_paths[0]) if model_paths else None,
+        "resumed_from_batch": fold.restored.state.batch,
         **history_summary(state.history, monitor, mode),
     }
