@@ -10,6 +10,7 @@ Points:
 - ``store-commit``: a fold's result is written inside its transaction, not yet committed.
 - ``train-batch``: a training batch has just been trained (its checkpoint, if one is due, not yet written).
 - ``batch-checkpoint``: a checkpoint within an epoch has just been written.
+- ``cache-write``: a chunk of the decoded-image cache is on disk, its progress not yet recorded.
 
 Unset (always, outside tests) it costs one dictionary lookup.
 """

@@ -78,7 +78,8 @@ class Experiment:
         code = self.builder_code()
         parts: dict[str, Any] = {
             "seed": [s.seed, s.deterministic],
-            "data": s.data.model_dump(exclude={"prepare"}),
+            # The cache holds exactly what decoding gives: with or without it, results are the same.
+            "data": s.data.model_dump(exclude={"prepare", "cache", "cache_dir"}),
             "model": [s.model, None if code is None else _digest(code.parts)],
             "fit": _without_new_defaults(s.fit, _FIRST_FIT_KEYS),
             "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],

@@ -41,12 +41,14 @@ class OutcomeKind(enum.StrEnum):
 class DataRef:
     """Where a worker finds the data: the validated ``data:`` section and its folder.
 
-    ``where`` names the experiment file in error messages.
+    ``where`` names the experiment file in error messages; ``cache`` is the decoded-image cache
+    (``data.cache``), read once the runner has built it.
     """
 
     spec: DataSpec
     base_dir: Path
     where: str = "experiment file"
+    cache: Path | None = None
 
 
 @dataclass(frozen=True)

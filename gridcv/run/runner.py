@@ -20,6 +20,7 @@ from typing import Any
 from gridcv.atomic import write_atomic
 from gridcv.config import Experiment, load_experiment
 from gridcv.data import open_source, prepare_data
+from gridcv.data.cache import build_cache, check_space, plan_cache
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
 from gridcv.execution import Executor, make_executor
 from gridcv.monitoring import META_KEY, Monitoring
@@ -94,6 +95,9 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
     source = open_source(spec.data, experiment.base_dir, experiment.where)
     plan = make_plan(spec, source.labels(), source.groups(), experiment.where)
     folder = experiment.output_dir(options.output)
+    cache = plan_cache(spec.data, source, experiment.base_dir, folder, experiment.where)
+    if cache is not None:
+        check_space(cache, experiment.where)  # before anything is written
     experiment.model.check(experiment.base_dir, experiment.where)
     monitoring = check_folder(folder, experiment, options.restart, plan.grouped)
     check_monitoring(spec, plan, monitoring, experiment.where)
@@ -109,6 +113,8 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
         lock.acquire()
         try:
             executor.set_log_dir(folder / "logs")
+            if cache is not None:
+                build_cache(cache, source, experiment.where, reporter.message)
             with ResultStore.open(folder, create=True) as store:
                 run = RunContext(experiment, plan, folder, store, executor, execution, reporter, monitoring)
                 return _run(run, options)
