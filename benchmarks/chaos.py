@@ -131,7 +131,7 @@ def snapshot(output: Path) -> dict[str, dict]:
 
 def in_flight_checkpoints(output: Path) -> dict[str, int]:
     """Newest checkpoint epoch of every fold left running (read right after a kill)."""
-    from gridcv.run.status import read_status
+    from gridcv.runner.status import read_status
     from gridcv.store import DB_NAME
 
     if not (output / DB_NAME).exists():

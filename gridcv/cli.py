@@ -58,8 +58,8 @@ def _add_execution_options(group: argparse._ArgumentGroup) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gridcv.run import RunOptions, run_experiment
-    from gridcv.run.progress import make_reporter
+    from gridcv.runner import RunOptions, run_experiment
+    from gridcv.runner.progress import make_reporter
     from gridcv.store import FoldStatus
 
     overrides = {k: getattr(args, k) for k in ExecutionSpec.model_fields if getattr(args, k) is not None}
@@ -77,22 +77,30 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gridcv.run.status import format_status, read_status
+    from gridcv.runner.status import format_status, read_status
 
     print(format_status(read_status(args.path)))
     return 0
 
 
 def _results(args: argparse.Namespace) -> int:
-    from gridcv.results import format_table, load_results, ranked_table
+    if args.csv or args.all_columns:
+        from gridcv.results import format_table, load_results
 
-    table = load_results(args.path)
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {len(table)} candidates to {args.csv}")
-    else:
-        print(format_table(table if args.all_columns else ranked_table(table)))
-    for warning in table.attrs["warnings"]:
+        table = load_results(args.path)
+        if args.csv:
+            table.to_csv(args.csv, index=False)
+            print(f"wrote {len(table)} candidates to {args.csv}")
+        else:
+            print(format_table(table))
+        warnings = table.attrs["warnings"]
+    else:  # the ranked table needs no pandas: it prints at once
+        from gridcv.search import format_ranked, load_search
+
+        search = load_search(args.path)
+        print(format_ranked(search))
+        warnings = search.warnings
+    for warning in warnings:
         print(f"warning: {warning}")
     return 0
 

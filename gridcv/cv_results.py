@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from gridcv.store.rows import FoldRow, FoldStatus
 
@@ -28,8 +27,9 @@ def rank(means: np.ndarray) -> np.ndarray:
     """scikit-learn's ranking: best first, ties share the smallest rank, NaN last."""
     if np.isnan(means).all():
         return np.ones(len(means), dtype=np.int32)
-    filled = np.nan_to_num(means, nan=np.nanmin(means) - 1)
-    return rankdata(-filled, method="min").astype(np.int32)
+    negated = -np.nan_to_num(means, nan=np.nanmin(means) - 1)
+    # scipy's rankdata(method="min") without importing scipy: 1 + how many rank strictly better.
+    return (np.searchsorted(np.sort(negated), negated, side="left") + 1).astype(np.int32)
 
 
 def by_candidate(rows: Sequence[FoldRow], current: Sequence[str] | None) -> list[list[FoldRow]]:
@@ -95,8 +95,28 @@ def cv_results(
 
 
 def param_names(params: Sequence[dict[str, Any]]) -> list[str]:
-    """Parameter names in the order scikit-learn's ``cv_results_`` lists them."""
-    return sorted({k for p in params for k in p})
+    """Parameter names in the order scikit-learn's ``cv_results_`` lists them: first seen first
+    (sorted within one grid, since ``ParameterGrid`` sorts each candidate's keys)."""
+    return list(dict.fromkeys(k for p in params for k in p))
+
+
+def param_arrays(params: Sequence[dict[str, Any]]) -> dict[str, np.ma.MaskedArray]:
+    """``param_<name>`` as scikit-learn's ``cv_results_`` holds it: a masked array per name, masked
+    where a candidate has no such key; numeric dtype when numpy infers one, else object."""
+    out = {}
+    for name in param_names(params):
+        present = {i: p[name] for i, p in enumerate(params) if name in p}
+        try:
+            inferred = np.array(list(present.values()))
+        except ValueError:  # lists of different lengths
+            dtype = np.dtype(object)
+        else:
+            dtype = inferred.dtype if inferred.dtype.kind != "U" and inferred.ndim == 1 else np.dtype(object)
+        column = np.ma.MaskedArray(np.empty(len(params), dtype=dtype), mask=True)
+        for i, value in present.items():
+            column[i] = value  # setting a value unmasks it
+        out[f"param_{name}"] = column
+    return out
 
 
 def _score_columns(m: np.ndarray, part: str, suffix: str) -> dict[str, np.ndarray]:

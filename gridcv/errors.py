@@ -82,6 +82,14 @@ class AllFoldsFailed(GridcvError):
     exit_code = 1
 
 
+class NotAvailableError(ResultsError, AttributeError):
+    """A results attribute that this search does not have, or not yet (no refit, no finished candidate).
+
+    Like scikit-learn's ``NotFittedError`` it is also an ``AttributeError``, so
+    ``hasattr(search, "best_estimator_")`` is False where scikit-learn's would be.
+    """
+
+
 class StoreError(ResultsError):
     """The results database cannot be read or written (disk full, read-only folder, I/O error)."""
 

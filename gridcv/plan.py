@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import ParameterGrid
 
 from gridcv.config.schema import ExperimentSpec
 from gridcv.errors import ConfigError
@@ -97,6 +96,8 @@ def derive_seed(experiment_seed: int, task_id: str) -> int:
 
 def candidates(spec: ExperimentSpec) -> list[dict[str, Any]]:
     """The distinct parameter combinations of the grid, in ParameterGrid order."""
+    from sklearn.model_selection import ParameterGrid  # here: `gridcv status` must not import scikit-learn
+
     seen: set[str] = set()
     out = []
     for params in ParameterGrid(spec.grid_dicts()):

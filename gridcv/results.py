@@ -9,32 +9,29 @@ while a run is writing: folds not finished yet are NaN.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gridcv.best_model import load_best_model
 from gridcv.cv_results import by_candidate, cv_results, param_names, scorer_keys, train_score
-from gridcv.errors import ResultsError
+from gridcv.folders import BEST_JSON, BEST_MODEL, results_folder
 from gridcv.monitoring import META_KEY, results_warnings
-from gridcv.store import DB_NAME, FoldRow, FoldStatus, ResultStore
+from gridcv.store import FoldRow, FoldStatus, ResultStore
 
-BEST_MODEL = "best_model.keras"
-BEST_JSON = "best_model.json"
-
-
-def results_folder(path: str | Path) -> Path:
-    """The results folder for a results folder or an experiment file."""
-    p = Path(path).expanduser()
-    if p.is_file() and p.suffix in {".yaml", ".yml"} and not (p.parent / DB_NAME).exists():
-        from gridcv.config import load_experiment
-
-        return load_experiment(p).output_dir()
-    if p.is_file() and p.name == DB_NAME:
-        return p.parent
-    return p.resolve()
+# Defined in pandas-free modules (so `gridcv status` needs no pandas); kept importable from here.
+__all__ = [
+    "BEST_JSON",
+    "BEST_MODEL",
+    "format_table",
+    "load_attempts",
+    "load_best_model",
+    "load_folds",
+    "load_results",
+    "results_folder",
+]
 
 
 def _param_column(values: list[Any]) -> pd.Series:
@@ -160,56 +157,7 @@ def load_attempts(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
-    """A compact view for the terminal: rank, params, mean ± std per scorer, folds done.
-
-    ``results`` comes from :func:`load_results`, which records its scoring in ``attrs``.
-    """
-    keys = scorer_keys(results.attrs["scoring"])
-    first = keys[0][1]
-    out = pd.DataFrame({"rank": results[f"rank_test_{first}"]})
-    for c in [c for c in results.columns if c.startswith("param_")]:
-        out[c.removeprefix("param_")] = results[c]
-    for name, suffix in keys:
-        out[f"mean_{name}"] = results[f"mean_test_{suffix}"].round(4)
-        out[f"std_{name}"] = results[f"std_test_{suffix}"].round(4)
-    out["folds_done"] = results["n_folds_done"]
-    out["failed"] = results["n_folds_failed"]
-    out["mean_fit_s"] = results["mean_fit_time"].round(1)
-    return out.sort_values(["rank", "folds_done"], ascending=[True, False]).reset_index(drop=True)
-
-
 def format_table(table: pd.DataFrame) -> str:
     """A table as the terminal shows it: every row and column, no index."""
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
         return table.to_string(index=False)
-
-
-def load_best_model(path: str | Path, custom_objects: dict[str, Any] | None = None, compile: bool = True) -> Any:
-    """Loads the refit model (``best_model.keras``) of a results folder.
-
-    Imports Keras when called (importing gridcv does not).
-
-    Args:
-        path: The results folder, the experiment file, or the ``.keras`` file itself.
-        custom_objects: Custom layers or functions the model uses, by name.
-        compile: Restore the optimizer and loss too.
-
-    Returns:
-        The ``keras.Model``.
-
-    Raises:
-        ResultsError: There is no refit model at ``path``.
-    """
-    p = Path(path).expanduser()
-    file = p if p.suffix == ".keras" else results_folder(p) / BEST_MODEL
-    if not file.is_file():
-        raise ResultsError(
-            f"{path}: no refit model here (expected {file}). Set 'refit:' in the experiment file "
-            "(a scorer name, or true with one scorer) and run it to completion."
-        )
-    summary = file.with_name(BEST_JSON)
-    precision = json.loads(summary.read_text()).get("refit", {}).get("precision") if summary.is_file() else None
-    from gridcv.training.saving import load_model  # Keras, in the caller's process: only when asked
-
-    return load_model(file, precision, custom_objects, compile)

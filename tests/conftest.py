@@ -209,3 +209,31 @@ def clear_stop_request() -> Any:
     _stop_requested.clear()
     yield _stop_requested
     _stop_requested.clear()
+
+
+def write_crashed_run(folder: Path) -> None:
+    """A store as a crashed run leaves it: one fold done, one still marked running, two never started."""
+    from gridcv.config import ExperimentSpec
+    from gridcv.execution.messages import FoldOutcome, OutcomeKind
+    from gridcv.plan import make_plan
+    from gridcv.store import FoldStatus, ResultStore
+
+    spec = ExperimentSpec.model_validate(
+        {
+            "name": "mid",
+            "data": {"kind": "arrays", "x": "x", "y": "y"},
+            "model": "m.py:f",
+            "grid": {"u": [1, 2]},
+            "cv": {"splitter": "KFold", "n_splits": 2},
+            "scoring": "accuracy",
+        }
+    )
+    plan = make_plan(spec, np.arange(10) % 2)
+    with ResultStore.open(folder, create=True) as store:
+        store.set_meta(scoring="accuracy", candidates=[t.candidate_id for t in plan.tasks if t.fold == 0], n_splits=2)
+        store.add_tasks(plan.tasks)
+        first = plan.tasks[0].task_id
+        store.mark_running(first, 8, 1)
+        outcome = FoldOutcome(first, OutcomeKind.DONE, scores={"accuracy": 0.8}, fit_time=2.0, score_time=0.5)
+        store.record(outcome, FoldStatus.DONE)
+        store.mark_running(plan.tasks[1].task_id, 8, 1)

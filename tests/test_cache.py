@@ -22,7 +22,7 @@ from gridcv.config import parse_data
 from gridcv.data.cache import open_cached, plan_cache
 from gridcv.data.sources import open_source
 from gridcv.errors import DataError
-from gridcv.run.progress import SilentReporter
+from gridcv.runner.progress import SilentReporter
 from gridcv.store import ResultStore
 from tests.conftest import SEGMENTATION_BUILDER, write_image_folder, write_segmentation
 
@@ -87,6 +87,7 @@ def test_cached_batches_are_exactly_the_decoded_ones(tmp_path, section):
         files.task,
     )
     assert source.value_range == files.value_range
+    assert source.describe() == files.describe()  # what best_model.json records of the inputs
     assert np.array_equal(source.labels(), files.labels())
     for indices in (np.arange(files.n_samples), np.array([7, 2, 9, 3, 3, 0])):
         (x1, y1), (x2, y2) = files.read(indices), source.read(indices)

@@ -13,7 +13,7 @@ import yaml
 
 import gridcv
 from gridcv.cli import main
-from gridcv.run.progress import SilentReporter
+from gridcv.runner.progress import SilentReporter
 from gridcv.store import ResultStore
 
 

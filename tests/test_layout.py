@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gridcv"
 TRAINING_GATES = {
     "execution/worker.py": "the worker process's entry point",
     "execution/executor.py": "the inline executor trains in the caller's process",
-    "results.py": "load_best_model loads Keras in the caller's process when asked",
+    "best_model.py": "load_best_model loads Keras in the caller's process when asked",
     "models.py": "the name experiment files use for the built-in builders (imported by workers only)",
 }
 
@@ -81,12 +81,12 @@ def test_the_layout_keeps_keras_and_pandas_where_they_belong():
 @pytest.mark.parametrize(
     ("module", "line", "expected"),
     [
-        ("run/runner.py", "import keras", "imports keras; only gridcv/training/ may import Keras or TensorFlow"),
+        ("runner/runner.py", "import keras", "imports keras; only gridcv/training/ may import Keras or TensorFlow"),
         ("store/database.py", "    import tensorflow as tf", "imports tensorflow; only gridcv/training/ may"),
         ("config/schema.py", "import pandas as pd", "imports pandas; only gridcv/results.py may import pandas"),
-        ("run/status.py", "import sqlite3", "imports sqlite3; only gridcv/store/ may import sqlite3"),
-        ("run/runner.py", "    import multiprocessing", "only gridcv/execution/ may import multiprocessing"),
-        ("run/jobs.py", "from gridcv.training.fold import run_fold", "the parent side reaches training only"),
+        ("runner/status.py", "import sqlite3", "imports sqlite3; only gridcv/store/ may import sqlite3"),
+        ("runner/runner.py", "    import multiprocessing", "only gridcv/execution/ may import multiprocessing"),
+        ("runner/jobs.py", "from gridcv.training.fold import run_fold", "the parent side reaches training only"),
         ("execution/worker.py", "from gridcv.training.fold import run_fold", "at the top level; import it inside"),
     ],
 )

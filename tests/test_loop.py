@@ -19,9 +19,9 @@ from gridcv.errors import RunInterrupted, UserError
 from gridcv.execution.messages import EpochEnded, Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
 from gridcv.monitoring import Monitoring
 from gridcv.plan import make_plan
-from gridcv.run.jobs import fold_assignment
-from gridcv.run.loop import RunContext, TaskLoop
-from gridcv.run.progress import SilentReporter
+from gridcv.runner.jobs import fold_assignment
+from gridcv.runner.loop import RunContext, TaskLoop
+from gridcv.runner.progress import SilentReporter
 from gridcv.store import FoldStatus, ResultStore
 
 K = OutcomeKind

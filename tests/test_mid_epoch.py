@@ -24,7 +24,7 @@ import yaml
 import gridcv
 from gridcv.config import load_experiment
 from gridcv.errors import ConfigError, RunInterrupted
-from gridcv.run.status import read_status
+from gridcv.runner.status import read_status
 from gridcv.store import ResultStore
 from gridcv.store.checkpoints import latest_position
 

@@ -26,7 +26,7 @@ from gridcv.config import load_experiment
 from gridcv.errors import ConfigError
 from gridcv.monitoring import Monitored, Monitoring
 from gridcv.plan import make_plan, monitoring_split
-from gridcv.run.progress import SilentReporter
+from gridcv.runner.progress import SilentReporter
 from gridcv.store import DB_NAME, ResultStore
 
 N = 60

@@ -12,7 +12,7 @@ import pytest
 
 from gridcv.config import ExecutionSpec
 from gridcv.execution.messages import FoldOutcome, OutcomeKind
-from gridcv.run.policy import Decision, Stop, decide, retry_shape
+from gridcv.runner.policy import Decision, Stop, decide, retry_shape
 from gridcv.store import AttemptRow, FoldStatus
 
 PENDING, DONE, FAILED = FoldStatus.PENDING, FoldStatus.DONE, FoldStatus.FAILED

@@ -62,8 +62,8 @@ def test_accumulation_from_compile_section(uncompiled_experiment):
 def test_oom_retry_doubles_accumulation_on_top_of_the_requested(make_experiment):
     from gridcv.config import load_experiment
     from gridcv.execution.messages import OutcomeKind
-    from gridcv.run.jobs import requested_accumulation
-    from gridcv.run.policy import retry_shape
+    from gridcv.runner.jobs import requested_accumulation
+    from gridcv.runner.policy import retry_shape
     from gridcv.store import AttemptRow
 
     spec = load_experiment(make_experiment(compile={"gradient_accumulation_steps": 2})).spec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GridSearchCV
 
@@ -67,6 +68,23 @@ def test_columns_are_exactly_scikit_learns(make_experiment, scoring):
 def test_ranking_matches_scikit_learn_with_nan_last():
     assert _rank(np.array([0.5, np.nan, 0.9, 0.5])).tolist() == [2, 4, 1, 2]
     assert _rank(np.array([np.nan, np.nan])).tolist() == [1, 1]
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # scikit-learn's rule: scipy's rankdata(-means, "min") with NaN below the worst
+        means = rng.integers(0, 5, size=12).astype(float) / 4
+        means[rng.random(12) < 0.2] = np.nan
+        if np.isnan(means).all():
+            continue
+        filled = np.nan_to_num(means, nan=np.nanmin(means) - 1)
+        assert _rank(means).tolist() == rankdata(-filled, method="min").astype(np.int32).tolist()
+
+
+def test_param_columns_of_several_grids_are_in_scikit_learns_order(make_experiment):
+    grid = [{"units": [4, 8]}, {"units": [4], "learning_rate": [0.1]}]  # scikit-learn: param_units first
+    path = make_experiment(grid=grid, fit={"epochs": 1, "batch_size": 16})
+    gridcv.run_experiment(path)
+    results = gridcv.load_results(path)
+    expected = sklearn_columns(grid, "accuracy")
+    assert list(results.columns[: len(expected)]) == expected
 
 
 def test_mid_run_results_have_nan_for_unfinished_folds(tmp_path):

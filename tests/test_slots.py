@@ -12,7 +12,7 @@ from gridcv.execution.messages import Finished, OutcomeKind, Progress
 from gridcv.execution.processes import ProcessExecutor
 from gridcv.monitoring import Monitoring
 from gridcv.plan import make_plan
-from gridcv.run.jobs import build_job, fold_assignment
+from gridcv.runner.jobs import build_job, fold_assignment
 
 pytestmark = pytest.mark.slow
 

@@ -83,6 +83,7 @@ def test_a_read_only_results_folder_is_read_but_never_written(make_experiment, s
     assert capsys.readouterr().out.splitlines()[0].split()[:2] == ["rank", "units"]
     assert main(["status", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "  folds: 4 total, 4 done, 0 running, 0 failed, 0 left"
+    assert gridcv.load_search(out).progress_["n_folds_done"].tolist() == [2, 2]
 
     code, err = run_cli(capsys, "run", str(path), "--quiet")
     assert code == 2

@@ -13,7 +13,7 @@ from gridcv.config.data import (
     is_segmentation,
     parse_data,
 )
-from gridcv.config.experiment import Experiment, load_experiment
+from gridcv.config.experiment import Experiment, experiment_from_dict, load_experiment
 from gridcv.config.schema import CVSpec, ExecutionSpec, ExperimentSpec, FitSpec
 from gridcv.config.training import CallbackSpec, CompileSpec
 
@@ -30,6 +30,7 @@ __all__ = [
     "ExperimentSpec",
     "FitSpec",
     "ImagesData",
+    "experiment_from_dict",
     "is_segmentation",
     "load_experiment",
     "parse_data",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +30,25 @@ class Experiment:
         spec: Its validated content.
         text: Its text as read, copied into the results folder.
         named: The file as the user named it (messages show it so).
+        base: For an experiment given as a dict (:func:`experiment_from_dict`), the folder its
+            relative paths are taken from; its ``path`` is then its copy in the results folder.
     """
 
     path: Path
     spec: ExperimentSpec
     text: str
     named: str = ""
+    base: Path | None = None
 
     @property
     def base_dir(self) -> Path:
         """The folder relative paths in the file are resolved against."""
-        return self.path.parent
+        return self.base or self.path.parent
+
+    @property
+    def rerun(self) -> str:
+        """How messages tell the user to run it again."""
+        return f"`gridcv run {self.path}`" if self.base is None else "gridcv.run() with the same dict"
 
     @property
     def where(self) -> str:
@@ -179,6 +188,11 @@ def load_experiment(path: str | Path) -> Experiment:
             f"{path}: not valid YAML{line} ({getattr(exc, 'problem', exc)}). "
             "Fix the syntax (indentation and 'key: value' pairs)."
         ) from None
+    return Experiment(path=file, spec=_validate(raw, path), text=text, named=str(path))
+
+
+def _validate(raw: Any, path: str | Path) -> ExperimentSpec:
+    """The experiment's content validated; ``path`` names it in messages."""
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: expected a mapping of keys (name, data, model, grid, ...) at the top level, "
@@ -191,4 +205,43 @@ def load_experiment(path: str | Path) -> Experiment:
     except ValidationError as exc:
         raise ConfigError(explain(path, exc, raw)) from None
     check_experiment(path, spec)
-    return Experiment(path=file, spec=spec, text=text, named=str(path))
+    return spec
+
+
+DICT_NAME = "the experiment dict"  # how messages name an experiment given as a dict
+
+
+def experiment_from_dict(
+    config: Mapping[str, Any], base_dir: str | Path | None = None, output: str | Path | None = None
+) -> Experiment:
+    """An experiment given as a dict with the experiment file's structure (what loading its YAML gives).
+
+    It is validated exactly as a file is. Its text, copied into the results
+    folder as ``experiment.yaml``, is the dict written as YAML.
+
+    Args:
+        config: The experiment.
+        base_dir: The folder its relative paths (data, model builder) are taken from;
+            default: the current directory.
+        output: The results folder, overriding ``output:`` (its copy is written there).
+
+    Raises:
+        ConfigError: The dict breaks the schema or holds values YAML cannot write.
+    """
+    from gridcv.folders import EXPERIMENT_COPY
+
+    base = Path(base_dir).expanduser().resolve() if base_dir is not None else Path.cwd()
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"{DICT_NAME}: expected a mapping of keys (name, data, model, grid, ...), got {type(config).__name__}."
+        )
+    try:
+        body = yaml.safe_dump(dict(config), sort_keys=False)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{DICT_NAME}: holds a value YAML cannot write ({exc}). Use str, int, float, bool, None, lists "
+            "and dicts: str(path) for a Path, int(n) or float(x) for numpy numbers."
+        ) from None
+    text = f"# Written by gridcv.run() from a dict; relative paths in it are relative to {base}\n{body}"
+    experiment = Experiment(base / EXPERIMENT_COPY, _validate(yaml.safe_load(body), DICT_NAME), text, DICT_NAME, base)
+    return replace(experiment, path=experiment.output_dir(output) / EXPERIMENT_COPY)

@@ -41,6 +41,7 @@ import numpy as np
 from gridcv.atomic import write_atomic
 from gridcv.config.data import CsvData, DataSpec, ImagesData
 from gridcv.data.files import FileSource
+from gridcv.data.inputs import InputFormat
 from gridcv.data.sources import ArraySource, resolve_path
 from gridcv.errors import DataError
 from gridcv.faults import crash_point
@@ -83,6 +84,7 @@ class CachePlan:
         mask_shape: Shape of one mask (segmentation), else None.
         mask_dtype: dtype of stored masks.
         n_classes: Classes (of samples, or of mask pixels).
+        input_format: What the files' source describes (:meth:`FileSource.describe`), as a dict.
     """
 
     stem: Path
@@ -93,6 +95,7 @@ class CachePlan:
     mask_shape: tuple[int, ...] | None
     mask_dtype: str
     n_classes: int
+    input_format: dict[str, Any]
 
     @property
     def nbytes(self) -> int:
@@ -130,7 +133,8 @@ def plan_cache(spec: DataSpec, source: Any, base_dir: Path, results: Path, where
     digest.update(np.ascontiguousarray(source.labels()).tobytes())
     groups = source.groups()
     digest.update(json.dumps(None if groups is None else [str(g) for g in groups]).encode())
-    digest.update(json.dumps([VERSION, str(source.decoding), source.n_classes]).encode())
+    input_format = source.describe().to_dict()
+    digest.update(json.dumps([VERSION, str(source.decoding), input_format], default=str).encode())
     n_classes = source.n_classes
     mask_dtype = "uint8" if n_classes <= 256 else "int32"
     return CachePlan(
@@ -142,6 +146,7 @@ def plan_cache(spec: DataSpec, source: Any, base_dir: Path, results: Path, where
         mask_shape=None if masks is None else tuple(source.input_shape[:2]),
         mask_dtype=mask_dtype,
         n_classes=n_classes,
+        input_format=input_format,
     )
 
 
@@ -164,6 +169,7 @@ def _write_manifest(plan: CachePlan, done: int, **extra: Any) -> None:
         "mask_shape": None if plan.mask_shape is None else list(plan.mask_shape),
         "mask_dtype": plan.mask_dtype,
         "n_classes": plan.n_classes,
+        "input_format": plan.input_format,
         "done": done,
         "complete": done >= plan.n,
         **extra,
@@ -348,6 +354,7 @@ class CachedSource:
         self.task = "classification" if self._masks is None else "segmentation"
         self.value_range = (0.0, 1.0) if self._scale is not None else None
         self._n_classes = int(n_classes)
+        self._format = InputFormat.from_dict(manifest["input_format"])
 
     @property
     def n_samples(self) -> int:
@@ -366,6 +373,10 @@ class CachedSource:
 
     def groups(self) -> np.ndarray | None:
         return self._groups
+
+    def describe(self) -> InputFormat:
+        """What the files' source described when the cache was built (images decoded, scaled by 1/255)."""
+        return self._format
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y = self._x.read(indices)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gridcv.config.data import CsvData, ImagesData
+from gridcv.data.inputs import InputFormat
 from gridcv.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what Keras's image loader accepts
@@ -83,6 +84,7 @@ class FileSource:
         n_classes: Number of classes (of samples, or of mask pixels).
         decoding: How files become arrays.
         what: Names the data in error messages (e.g. ``data.root``).
+        class_names: Class names in label order (default: ``0 .. n_classes - 1``).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class FileSource:
         n_classes: int,
         decoding: Decoding,
         what: str,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self._files = np.array([str(f) for f in files])
         self._masks = None if masks is None else np.array([str(m) for m in masks])
@@ -102,6 +105,7 @@ class FileSource:
         self._n_classes = n_classes
         self.decoding = decoding
         self.what = what
+        self.class_names = tuple(class_names) if class_names is not None else None
         self.task = "classification" if masks is None else "segmentation"
         self.value_range = (0.0, 1.0) if self._is_image(self._files[0]) else None
         self._shape = self._first_shape()
@@ -139,6 +143,22 @@ class FileSource:
 
     def groups(self) -> np.ndarray | None:
         return self._groups
+
+    def describe(self) -> InputFormat:
+        """Images decoded with Pillow (resized bilinear to ``image_size`` if set) and scaled by 1/255
+        to [0, 1]; ``.npy`` samples as stored. Masks' classes are their ids 0 .. n-1."""
+        images = self.value_range is not None
+        return InputFormat(
+            task=self.task,
+            input_shape=self._shape,
+            dtype=self.decoding.dtype,
+            classes=self.class_names or tuple(range(self._n_classes)),
+            decoding="image" if images else "npy",
+            image_size=self.decoding.image_size if images else None,
+            color_mode=("grayscale" if self.decoding.channels == 1 else "rgb") if images else None,
+            rescale=1 / 255 if images else None,
+            value_range=self.value_range,
+        )
 
     def files(self, indices: np.ndarray) -> list[str]:
         """The input files of the given samples."""

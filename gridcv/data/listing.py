@@ -57,7 +57,7 @@ def open_image_folder(spec: ImagesData, base_dir: Path, where: str) -> FileSourc
         labels += [label] * len(found)
     keep = _drop_unreadable(spec, files, where)
     return FileSource(
-        [files[i] for i in keep], np.array(labels)[keep], None, None, len(names), decoding_of(spec), where
+        [files[i] for i in keep], np.array(labels)[keep], None, None, len(names), decoding_of(spec), where, names
     )
 
 
@@ -96,12 +96,15 @@ def open_csv(spec: CsvData, base_dir: Path, where: str) -> FileSource:
     files = [root / row[spec.x_column] for row in rows]
     masks = [root / row[spec.mask_column] for row in rows] if spec.mask_column else None
     _check_listed(files, masks, path, root, where)
+    names = None
     if spec.mask_column:
         assert spec.n_classes is not None  # checked with the experiment file
         labels, n_classes = np.zeros(len(rows), dtype=np.int64), spec.n_classes
     else:
         assert spec.y_column is not None
-        labels, n_classes = _encode_labels([row[spec.y_column] for row in rows], spec, path, where)
+        raw = [row[spec.y_column] for row in rows]
+        labels, n_classes = _encode_labels(raw, spec, path, where)
+        names = spec.class_names or _names_in_label_order(raw, labels, n_classes)
     groups = np.array([row[spec.group_column] for row in rows]) if spec.group_column else None
     keep = _drop_unreadable(spec, files, where)
     return FileSource(
@@ -112,7 +115,14 @@ def open_csv(spec: CsvData, base_dir: Path, where: str) -> FileSource:
         n_classes,
         decoding_of(spec),
         where,
+        names,
     )
+
+
+def _names_in_label_order(raw: list[str], labels: np.ndarray, n_classes: int) -> list[str]:
+    """Each label's name as the manifest writes it (a label no row uses: its number)."""
+    written = dict(zip(labels.tolist(), raw, strict=True))
+    return [str(written.get(i, i)).strip() for i in range(n_classes)]
 
 
 def _read_manifest(spec: CsvData, path: Path, where: str) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from gridcv.config.data import ArraysData, DataSpec
+from gridcv.data.inputs import InputFormat
 from gridcv.errors import DataError
 from gridcv.refs import Ref
 
@@ -51,6 +52,10 @@ class Source(Protocol):
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Inputs (in the source's dtype) and targets of the given samples, in the given order."""
+        ...
+
+    def describe(self) -> InputFormat:
+        """What a model trained on this source is fed: shape, dtype, scaling, class names."""
         ...
 
 
@@ -96,6 +101,10 @@ class ArraySource:
 
     def groups(self) -> np.ndarray | None:
         return self._groups
+
+    def describe(self) -> InputFormat:
+        """Rows of ``data.x`` as stored, cast to ``data.dtype``; classes are the labels 0 .. n-1."""
+        return InputFormat(self.task, self.input_shape, self.dtype.name, tuple(range(self.n_classes)), "array")
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         indices = np.asarray(indices, dtype=np.int64)

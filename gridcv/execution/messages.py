@@ -150,7 +150,7 @@ class FoldOutcome:
             ``best_epoch`` and ``stopped_epoch`` (1-based), ``monitor``,
             ``history_best`` (best value of each Keras metric), ``train_scores``,
             ``model_path``; the runner adds ``n_fit_samples``, ``n_monitored_samples``
-            and ``monitored`` (see :func:`gridcv.run.jobs.monitoring_info`).
+            and ``monitored`` (see :func:`gridcv.runner.jobs.monitoring_info`).
     """
 
     task_id: str

@@ -109,7 +109,7 @@ def prepare(job: FoldJob) -> PreparedFold:
     shapes = static_output_shapes(model, source.input_shape)
     layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
     train = training_batches(source, job.data.spec, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
-    # What callbacks monitor: the indices the parent chose (see gridcv.run.jobs).
+    # What callbacks monitor: the indices the parent chose (see gridcv.runner.jobs).
     monitor = (
         validation_batches(source, job.data.spec, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
     )

@@ -76,9 +76,14 @@ def application(params: dict[str, Any], input_shape: tuple[int, ...], n_classes:
             folder or absolute; null for random weights), ``freeze_base``
             (train the head only; false), ``fine_tune_at`` (layers of the base
             from this index on are trained, the ones before stay frozen),
-            ``dropout`` (before the head; 0.2), and any keyword argument of the
+            ``dropout`` (before the head; 0.2), ``input_scale`` and ``input_offset``
+            (a ``Rescaling(input_scale, input_offset)`` layer before the base, saved
+            with the model; none by default), and any keyword argument of the
             application itself (``alpha``, ``minimalistic``,
-            ``include_preprocessing``, ...).
+            ``include_preprocessing``, ...). gridcv's image sources feed [0, 1];
+            applications with built-in preprocessing (MobileNetV3*, EfficientNet*)
+            expect 0-255 (``input_scale: 255``), MobileNetV2 and NASNetMobile [-1, 1]
+            (``input_scale: 2, input_offset: -1``).
         input_shape: Shape of one image (height, width, channels).
         n_classes: Units of the softmax output.
 
@@ -118,8 +123,19 @@ def application(params: dict[str, Any], input_shape: tuple[int, ...], n_classes:
         for layer in base.layers[: int(fine_tune_at)]:
             layer.trainable = False
     inputs = keras.Input(shape=input_shape)
+    scaled = _rescaled(inputs, params)
     # A frozen base runs in inference mode, so its BatchNorm statistics stay as loaded.
-    features = base(inputs, training=False) if frozen or fine_tune_at is not None else base(inputs)
+    features = base(scaled, training=False) if frozen or fine_tune_at is not None else base(scaled)
     features = keras.layers.Dropout(float(params.get("dropout", 0.2)))(features)
     outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32")(features)
     return keras.Model(inputs, outputs, name=f"{name}_classifier")
+
+
+def _rescaled(inputs: Any, params: dict[str, Any]) -> Any:
+    """``inputs * input_scale + input_offset`` when either is set (the range the application expects)."""
+    scale, offset = params.get("input_scale"), params.get("input_offset")
+    if scale is None and offset is None:
+        return inputs
+    return keras.layers.Rescaling(float(1 if scale is None else scale), float(offset or 0), name="input_scaling")(
+        inputs
+    )

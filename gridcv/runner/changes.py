@@ -22,10 +22,9 @@ from gridcv.config import Experiment
 from gridcv.config.code_parts import CodeParts
 from gridcv.config.experiment import fit_fingerprint
 from gridcv.errors import ExperimentChangedError
+from gridcv.folders import EXPERIMENT_COPY
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.store import FoldStatus, ResultStore
-
-EXPERIMENT_COPY = "experiment.yaml"  # the experiment file as the run read it, in the results folder
 
 
 @dataclass(frozen=True)

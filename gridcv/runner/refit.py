@@ -3,7 +3,7 @@
 Like scikit-learn's ``refit``, the candidate ranked first by the refit scorer
 is trained on every sample. It is a task like any fold: a row of the store
 (fold -1) that goes pending -> running -> done | failed, a job built by
-:func:`gridcv.run.jobs.build_job`, run by the same loop and decided by the
+:func:`gridcv.runner.jobs.build_job`, run by the same loop and decided by the
 same policy (an out-of-memory refit is retried with half the batch). Its
 ``best_model.keras`` and ``best_model.json`` are written atomically, the
 JSON before the task is recorded done.
@@ -22,12 +22,13 @@ import numpy as np
 from gridcv.atomic import write_atomic
 from gridcv.config import Experiment, ExperimentSpec
 from gridcv.cv_results import best_index, by_candidate, cv_results, scorer_keys
+from gridcv.data.inputs import InputFormat
 from gridcv.errors import RunStopped
 from gridcv.execution.messages import FoldOutcome
+from gridcv.folders import BEST_JSON, BEST_MODEL
 from gridcv.monitoring import Monitored, Monitoring
 from gridcv.plan import Plan, content_id, refit_task
-from gridcv.results import BEST_JSON, BEST_MODEL
-from gridcv.run.jobs import Assignment, candidate_epochs
+from gridcv.runner.jobs import Assignment, candidate_epochs
 from gridcv.store import FoldRow, FoldStatus, ResultStore
 from gridcv.store.failures import store_error
 
@@ -37,11 +38,12 @@ _REFIT_INFO = ("precision", "effective_batch_size", "train_scores", "n_fit_sampl
 
 @dataclass(frozen=True)
 class Refit:
-    """The refit to run: its assignment, and what ``best_model.json`` will say of its candidate."""
+    """The refit to run: its assignment, and what ``best_model.json`` will say of its candidate and inputs."""
 
     work: Assignment
     scorer: str
     cv: dict[str, Any]
+    inputs: InputFormat
 
     def summary(self, outcome: FoldOutcome) -> dict[str, Any]:
         """The content of ``best_model.json`` once the refit is done."""
@@ -63,6 +65,7 @@ class Refit:
                 **{k: outcome.info.get(k) for k in _REFIT_INFO},
             },
             "model": BEST_MODEL,
+            "inputs": self.inputs.to_dict(),
         }
 
     def write_summary(self, folder: Path, outcome: FoldOutcome) -> None:
@@ -74,11 +77,17 @@ class Refit:
 
 
 def plan_refit(
-    experiment: Experiment, plan: Plan, store: ResultStore, folder: Path, monitoring: Monitoring
+    experiment: Experiment,
+    plan: Plan,
+    store: ResultStore,
+    folder: Path,
+    monitoring: Monitoring,
+    inputs: InputFormat,
 ) -> Refit | None:
     """The refit still to run, or None when it is off or already done.
 
-    It monitors as the folder's folds did (see :func:`refit_epochs`).
+    It monitors as the folder's folds did (see :func:`refit_epochs`). ``inputs`` (the
+    source's :meth:`~gridcv.data.sources.Source.describe`) goes into ``best_model.json``.
 
     Raises:
         RunStopped: No candidate has a score on every fold, so none can be refit.
@@ -104,7 +113,7 @@ def plan_refit(
     everything = np.arange(plan.n_samples)
     work = Assignment(task, everything, everything[:0], epochs, folder / BEST_MODEL)
     cv = {c: _plain(v[best]) for c, v in results.items() if c.split("_")[0] in ("mean", "std", "rank")}
-    return Refit(work, scorer, cv)
+    return Refit(work, scorer, cv, inputs)
 
 
 def _generation(store: ResultStore, spec: ExperimentSpec, params: dict[str, Any], index: int, epochs: int) -> int:

@@ -2,7 +2,7 @@
 
 The parent process is the only writer of the store: a task is marked running
 when it is handed to a slot, and its outcome is decided (by
-:mod:`gridcv.run.policy`) and recorded in one transaction when it comes back.
+:mod:`gridcv.runner.policy`) and recorded in one transaction when it comes back.
 A task to retry goes back to the front of the queue, so with one slot the
 order is exactly that of a plain loop over the plan. When the run must stop
 (Ctrl-C, a user error, ``on_oom: stop``), no new task starts, every fold in
@@ -26,9 +26,9 @@ from gridcv.execution import Executor
 from gridcv.execution.messages import Finished, FoldOutcome, OutcomeKind, Progress
 from gridcv.monitoring import Monitoring
 from gridcv.plan import REFIT_FOLD, Plan
-from gridcv.run.jobs import Assignment, base_batch, build_job, monitoring_info, requested_accumulation
-from gridcv.run.policy import Decision, Stop, decide, retry_shape
-from gridcv.run.progress import Reporter
+from gridcv.runner.jobs import Assignment, base_batch, build_job, monitoring_info, requested_accumulation
+from gridcv.runner.policy import Decision, Stop, decide, retry_shape
+from gridcv.runner.progress import Reporter
 from gridcv.store import AttemptRow, FoldStatus, ResultStore
 
 POLL_SECONDS = 0.5
@@ -101,9 +101,9 @@ class TaskLoop:
                         self.run.executor.request_stop()  # the other slots checkpoint and stop
         except KeyboardInterrupt:
             self._abandon_in_flight()
-            raise RunInterrupted(resume_hint(self.run.experiment.path, self.run.folder)) from None
+            raise RunInterrupted(resume_hint(self.run.experiment.rerun, self.run.folder)) from None
         if stopping is None and self.stop.is_set() and any(self._unfinished(w) for w in queue):
-            stopping = RunInterrupted(resume_hint(self.run.experiment.path, self.run.folder))
+            stopping = RunInterrupted(resume_hint(self.run.experiment.rerun, self.run.folder))
         if stopping is not None:
             raise stopping
         return self.attempts
@@ -177,9 +177,8 @@ def stop_error(run: RunContext, work: Assignment, outcome: FoldOutcome, stop: St
     """The exception that stops the run, with the message the user needs."""
     if stop is Stop.INTERRUPTED:
         if work.task.fold == REFIT_FOLD:
-            path = run.experiment.path
-            return RunInterrupted(f"Stopped during the refit; run `gridcv run {path}` again to resume it.")
-        return RunInterrupted(resume_hint(run.experiment.path, run.folder))
+            return RunInterrupted(f"Stopped during the refit; run {run.experiment.rerun} again to resume it.")
+        return RunInterrupted(resume_hint(run.experiment.rerun, run.folder))
     if stop is Stop.USER_ERROR:
         return UserError(outcome.message or "the model builder failed")
     return RunStopped(
@@ -188,9 +187,9 @@ def stop_error(run: RunContext, work: Assignment, outcome: FoldOutcome, stop: St
     )
 
 
-def resume_hint(experiment_file: Path, folder: Path) -> str:
-    """What to do after a stop: where the folds are, and the command that resumes."""
+def resume_hint(rerun: str, folder: Path) -> str:
+    """What to do after a stop: where the folds are, and ``rerun`` (:attr:`Experiment.rerun`), what resumes."""
     return (
         f"finished folds are saved in {folder} and the fold in flight resumes from its last "
-        f"checkpoint. Run `gridcv run {experiment_file}` again to continue."
+        f"checkpoint. Run {rerun} again to continue."
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridcv.execution.memory import format_bytes
-from gridcv.results import results_folder
+from gridcv.folders import results_folder
 from gridcv.store import FoldStatus, LockHolder, ResultStore, RunLock
 from gridcv.store.checkpoints import latest_epoch
 

@@ -4,7 +4,7 @@ The runner decides nothing from memory that the store knows: what is left is
 read from the store fold by fold, and a retry's batch size is worked out from
 the attempts the store recorded, so a run killed at any moment and started
 again carries on from the same state. Folds and the refit go through one
-loop (:class:`~gridcv.run.loop.TaskLoop`): one job builder, one policy.
+loop (:class:`~gridcv.runner.loop.TaskLoop`): one job builder, one policy.
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ from gridcv.atomic import write_atomic
 from gridcv.config import Experiment, load_experiment
 from gridcv.data import open_source, prepare_data
 from gridcv.data.cache import build_cache, check_space, plan_cache
+from gridcv.data.inputs import InputFormat
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
 from gridcv.execution import Executor, make_executor
+from gridcv.folders import EXPERIMENT_COPY
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import Plan, make_plan
-from gridcv.run.changes import EXPERIMENT_COPY, adopt_changes, fingerprint_meta
-from gridcv.run.checks import check_folder, execution_spec, move_aside
-from gridcv.run.jobs import build_job, check_monitoring, fold_assignment
-from gridcv.run.loop import RunContext, TaskLoop, resume_hint
-from gridcv.run.progress import Reporter, RunShape, SilentReporter
-from gridcv.run.refit import plan_refit
+from gridcv.runner.changes import adopt_changes, fingerprint_meta
+from gridcv.runner.checks import check_folder, execution_spec, move_aside
+from gridcv.runner.jobs import build_job, check_monitoring, fold_assignment
+from gridcv.runner.loop import RunContext, TaskLoop, resume_hint
+from gridcv.runner.progress import Reporter, RunShape, SilentReporter
+from gridcv.runner.refit import plan_refit
 from gridcv.store import FoldStatus, ResultStore, RunLock
 from gridcv.store.failures import store_error
 
@@ -69,11 +71,13 @@ class RunSummary:
         return sum(self.counts.values())
 
 
-def run_experiment(path: str | Path, options: RunOptions | None = None, reporter: Reporter | None = None) -> RunSummary:
+def run_experiment(
+    path: str | Path | Experiment, options: RunOptions | None = None, reporter: Reporter | None = None
+) -> RunSummary:
     """Runs every fold of an experiment that is not finished yet.
 
     Args:
-        path: The experiment file.
+        path: The experiment file (or an :class:`~gridcv.config.Experiment` already loaded).
         options: Command-line choices.
         reporter: Progress display; silent by default.
 
@@ -88,7 +92,7 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
     """
     options = options or RunOptions()
     reporter = reporter or SilentReporter()
-    experiment = load_experiment(path)
+    experiment = path if isinstance(path, Experiment) else load_experiment(path)
     spec = experiment.spec
     execution = execution_spec(experiment, options.execution)
     prepare_data(spec.data, experiment.base_dir, experiment.where)
@@ -117,7 +121,7 @@ def run_experiment(path: str | Path, options: RunOptions | None = None, reporter
                 build_cache(cache, source, experiment.where, reporter.message)
             with ResultStore.open(folder, create=True) as store:
                 run = RunContext(experiment, plan, folder, store, executor, execution, reporter, monitoring)
-                return _run(run, options)
+                return _run(run, options, source.describe())
         finally:
             lock.release()
     finally:
@@ -141,7 +145,8 @@ def _check_builder(
                 return
 
 
-def _run(run: RunContext, options: RunOptions) -> RunSummary:
+def _run(run: RunContext, options: RunOptions, inputs: InputFormat) -> RunSummary:
+    """Runs the folds, then the refit; ``inputs`` (what the data feeds a model) goes into ``best_model.json``."""
     reclaimed, monitoring = _start(run, options)
     run = replace(run, monitoring=monitoring)
     experiment, plan, store, folder = run.experiment, run.plan, run.store, run.folder
@@ -157,7 +162,7 @@ def _run(run: RunContext, options: RunOptions) -> RunSummary:
             folds = [fold_assignment(experiment.spec, plan, task) for task in plan.tasks]
             attempts += TaskLoop(run, stop).run_all(folds)
             _fail_if_every_fold_failed(run)
-            attempts += _refit(run, stop)
+            attempts += _refit(run, stop, inputs)
     finally:
         run.reporter.end()  # stops the live display, however the loop ended
     return RunSummary(folder=folder, counts=store.counts(), attempts=attempts, reclaimed=reclaimed)
@@ -215,14 +220,14 @@ def _make_folder(folder: Path) -> None:
         raise store_error(folder, exc, "creating the results folder") from None
 
 
-def _refit(run: RunContext, stop: threading.Event) -> int:
+def _refit(run: RunContext, stop: threading.Event, inputs: InputFormat) -> int:
     """Refits the best candidate once every fold is finished; returns attempts made."""
     store, folder = run.store, run.folder
     planned = {t.task_id for t in run.plan.tasks}
     pending = any(s is FoldStatus.PENDING for t, s in store.statuses().items() if t in planned)
     if run.experiment.spec.refit_scorer() is None or pending:
         return 0
-    refit = plan_refit(run.experiment, run.plan, store, folder, run.monitoring)
+    refit = plan_refit(run.experiment, run.plan, store, folder, run.monitoring, inputs)
     if refit is None:
         return 0
     task = refit.work.task
@@ -231,7 +236,7 @@ def _refit(run: RunContext, stop: threading.Event) -> int:
         f"refitting the best candidate by {refit.scorer} ({dict(task.params)}) on all {run.plan.n_samples} samples"
     )
     if stop.is_set():
-        raise RunInterrupted(resume_hint(run.experiment.path, folder))
+        raise RunInterrupted(resume_hint(run.experiment.rerun, folder))
     made = TaskLoop(run, stop, on_done=lambda outcome: refit.write_summary(folder, outcome)).run_all([refit.work])
     if store.status_of(task.task_id) is FoldStatus.FAILED:
         message = store.attempts_of(task.task_id)[-1].message

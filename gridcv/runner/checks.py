@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from gridcv.config import ExecutionSpec, Experiment
 from gridcv.errors import ConfigError
 from gridcv.monitoring import Monitoring
-from gridcv.run.changes import check_compatible
+from gridcv.runner.changes import check_compatible
 from gridcv.store import ResultStore, RunLock
 from gridcv.store.database import holds_results
 
@@ -34,7 +34,7 @@ def check_folder(folder: Path, experiment: Experiment, restart: bool, grouped: b
     """Refuses early, without writing, if the folder is busy or holds other results.
 
     Returns:
-        What the folder's folds monitor (see :func:`~gridcv.run.changes.check_compatible`).
+        What the folder's folds monitor (see :func:`~gridcv.runner.changes.check_compatible`).
     """
     RunLock(folder).refuse_if_held()
     if holds_results(folder) and not restart:
