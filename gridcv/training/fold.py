@@ -29,6 +29,7 @@ from gridcv.training.history import history_summary
 from gridcv.training.outputs import OutputLayout, output_layout, static_output_shapes
 from gridcv.training.saving import save_model_atomic
 from gridcv.training.scoring import score_samples
+from gridcv.training.timing import Phases
 
 
 @dataclass
@@ -69,52 +70,73 @@ def run_fold(
         BuilderError, DataError: User errors that every fold would hit.
         Exception: Whatever training raised; the caller classifies it.
     """
+    phases = Phases()
     reset_peak_rss()
     reset_gpu_peak_memory()
     keras.utils.set_random_seed(job.task.seed)
     # Workers run many folds: the policy is set for this fold and reset after it.
     keras.mixed_precision.set_dtype_policy(job.training.precision)
     try:
-        fold = prepare(job)
-        final = fit(job, fold, should_stop, on_epoch)
-        trained = FoldOutcome(
-            task_id=job.task.task_id,
-            kind=OutcomeKind.INTERRUPTED,
-            fit_time=final.fit_time,
-            epochs_run=final.epoch,
-            batch_size=job.batch_size,
-            accumulation_steps=accumulation_of(fold.model),
-            history=final.history,
-            worker_id=worker_id,
-            worker_folds=worker_folds,
-            resumed_from_epoch=fold.restored.state.epoch,
-            info=fold_info(job, final, fold),
-        )
-        if final.epoch < job.epochs and not final.extra.get("stopped_early"):
-            where = f"after epoch {final.epoch}"
-            if final.batch:
-                where = f"in epoch {final.epoch + 1} after batch {final.batch}"
-            return replace(trained, peak_rss=peak_rss(), message=f"stopped on request {where}")
-        return score(job, fold, trained)
+        outcome = _train_and_score(job, worker_id, worker_folds, should_stop, on_epoch, phases)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+        phases.lap("score" if "fit" in phases.seconds else "prepare")
         release_memory()
+        phases.lap("release")
+    return replace(outcome, info={**outcome.info, "timings": phases.rounded()})
 
 
-def prepare(job: FoldJob) -> PreparedFold:
+def _train_and_score(
+    job: FoldJob,
+    worker_id: str,
+    worker_folds: int,
+    should_stop: Callable[[], bool],
+    on_epoch: Callable[[EpochEnded], None] | None,
+    phases: Phases,
+) -> FoldOutcome:
+    fold = prepare(job, phases)
+    final = fit(job, fold, should_stop, on_epoch, phases)
+    trained = FoldOutcome(
+        task_id=job.task.task_id,
+        kind=OutcomeKind.INTERRUPTED,
+        fit_time=final.fit_time,
+        epochs_run=final.epoch,
+        batch_size=job.batch_size,
+        accumulation_steps=accumulation_of(fold.model),
+        history=final.history,
+        worker_id=worker_id,
+        worker_folds=worker_folds,
+        resumed_from_epoch=fold.restored.state.epoch,
+        info=fold_info(job, final, fold),
+    )
+    if final.epoch < job.epochs and not final.extra.get("stopped_early"):
+        where = f"after epoch {final.epoch}"
+        if final.batch:
+            where = f"in epoch {final.epoch + 1} after batch {final.batch}"
+        return replace(trained, peak_rss=peak_rss(), message=f"stopped on request {where}")
+    return score(job, fold, trained)
+
+
+def prepare(job: FoldJob, phases: Phases | None = None) -> PreparedFold:
     """Opens the data, builds the model (and works out its output layout, refusing one that cannot be
     scored before training), restores the newest checkpoint, makes the callbacks."""
+    phases = phases or Phases()
+    phases.lap("start")
     source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.cache)
+    phases.lap("data")
     model, culprit = build_model(job, source)
     shapes = static_output_shapes(model, source.input_shape)
     layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
+    phases.lap("build")
     train = training_batches(source, job.data.spec, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
     # What callbacks monitor: the indices the parent chose (see gridcv.runner.jobs).
     monitor = (
         validation_batches(source, job.data.spec, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
     )
     callbacks = make_callbacks(job, monitored=monitor is not None)
+    phases.lap("batches")
     restored = restore_training_state(model, job.checkpoint_dir, train)
+    phases.lap("restore")
     return PreparedFold(source, model, layout, train, monitor, callbacks, restored)
 
 
@@ -123,8 +145,12 @@ def fit(
     fold: PreparedFold,
     should_stop: Callable[[], bool],
     on_epoch: Callable[[EpochEnded], None] | None = None,
+    phases: Phases | None = None,
 ) -> TrainingState:
-    """Trains from the restored position to the last epoch, checkpointing; returns the final state."""
+    """Trains from the restored position to the last epoch, checkpointing; returns the final state.
+
+    ``phases`` gets ``fit`` (training, as ``fit_time`` counts it), ``checkpoints`` (writing them) and
+    ``fit_other`` (the rest: the loop's set-up and end, callbacks' ``on_train_end``)."""
     state = fold.restored.state
 
     def saved(now: TrainingState, logs: dict[str, float]) -> None:
@@ -140,6 +166,12 @@ def fit(
     # The loop runs even with no epoch left, so that callbacks' on_train_end runs on a
     # finished, resumed fold too (EarlyStopping's restore_best_weights).
     train(fold.model, fold.train, fold.monitor, fold.callbacks, start, last, checkpoints)
+    if phases is not None:
+        phases.lap("fit_other")
+        trained = checkpoints.state.fit_time - state.fit_time
+        phases.add("fit_other", -trained - checkpoints.saving_time)
+        phases.add("fit", trained)
+        phases.add("checkpoints", checkpoints.saving_time)
     return checkpoints.state
 
 
