@@ -31,9 +31,21 @@ from gridcv.config.schema import ExecutionSpec
 from gridcv.errors import WorkerStartError
 from gridcv.execution.memory import format_bytes, rss_of
 from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
-from gridcv.execution.worker import STOP_SIGNAL, read_check_reply
+from gridcv.execution.worker import PRELOAD, STOP_SIGNAL, read_check_reply
 
 POLL_SECONDS = 0.2
+
+
+def worker_context() -> Any:
+    """How workers are started: forked from a server that imported TensorFlow once (see
+    :mod:`gridcv.training.preload`), so replacing a worker costs a fork, not an import.
+
+    Not forked from the runner: it holds threads and, after a worker died, would copy nothing
+    useful; not spawned: each would import TensorFlow again (seconds of CPU taken from training).
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
 
 
 class _Worker:
@@ -42,12 +54,13 @@ class _Worker:
     def __init__(self, worker_id: str, deterministic: bool, log_path: Path | None) -> None:
         from gridcv.execution.worker import worker_main
 
-        ctx = multiprocessing.get_context("spawn")  # fork would copy TF state and threads
+        ctx = worker_context()
         self.id = worker_id
         self.conn, child = ctx.Pipe()
+        log = None if log_path is None else str(log_path)
         self.process: BaseProcess = ctx.Process(
             target=worker_main,
-            args=(child, os.getpid(), worker_id, deterministic, None if log_path is None else str(log_path)),
+            args=(child, os.getpid(), worker_id, deterministic, log, dict(os.environ)),
             name=f"gridcv-{worker_id}",
             daemon=True,
         )

@@ -32,6 +32,8 @@ from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeK
 from gridcv.store.failures import explain, os_problem
 
 STOP_SIGNAL = signal.SIGUSR1
+# Modules the fork server imports once for every worker it forks (see gridcv.training.preload).
+PRELOAD = ("gridcv.training.preload",)
 _FATAL_TYPES: dict[str, type[UserError]] = {"BuilderError": BuilderError, "DataError": DataError}
 _stop_requested = threading.Event()
 
@@ -129,13 +131,14 @@ def read_check_reply(tag: str, payload: Any) -> bool:
     return not (tag == "checked" and payload is not None)
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Makes sure this process does not outlive its parent.
+def die_with_parent(runner_pid: int) -> None:
+    """Makes sure this process does not outlive the runner.
 
-    On Linux the kernel sends SIGKILL when the parent dies (``prctl``); a
-    watchdog thread covers other systems and the race where the parent died
-    before the ``prctl`` call.
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl``): the runner, or the fork
+    server that forked this worker for it, which exits with the runner. A watchdog thread covers
+    other systems and the race where either died before the ``prctl`` call.
     """
+    parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -143,13 +146,24 @@ def die_with_parent(parent_pid: int) -> None:
         except OSError:
             pass
 
+    def orphaned() -> bool:
+        if os.getppid() != parent:
+            return True
+        try:
+            os.kill(runner_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
     def watch() -> None:
         while True:
-            if os.getppid() != parent_pid:
+            if orphaned():
                 os._exit(1)
             time.sleep(1.0)
 
-    if os.getppid() != parent_pid:
+    if orphaned():
         os._exit(1)
     threading.Thread(target=watch, daemon=True, name="gridcv-parent-watch").start()
 
@@ -172,10 +186,24 @@ def redirect_stderr(path: str | None) -> None:
     os.close(fd)
 
 
-def worker_main(conn: Connection, parent_pid: int, worker_id: str, deterministic: bool, log_path: str | None) -> None:
-    """Entry point of a worker process: set up, then serve fold jobs until told to stop."""
+def worker_main(
+    conn: Connection,
+    parent_pid: int,
+    worker_id: str,
+    deterministic: bool,
+    log_path: str | None,
+    environment: dict[str, str] | None = None,
+) -> None:
+    """Entry point of a worker process: set up, then serve fold jobs until told to stop.
+
+    ``environment`` is the runner's when it started this worker (a forked worker would otherwise
+    have the fork server's, from when that started).
+    """
     redirect_stderr(log_path)
     die_with_parent(parent_pid)
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     prefer_me_when_out_of_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(STOP_SIGNAL, lambda *_: request_stop())
