@@ -9,7 +9,12 @@ write, before a checkpoint's rename, mid results commit) until it finishes;
 each round's final table is compared with the reference: same rows, scores and
 per-epoch histories exactly, no duplicates, ``PRAGMA integrity_check`` ok.
 Whole epochs redone are counted: the epoch a resumed fold starts from versus
-the newest checkpoint it had when it was killed.
+the newest checkpoint it had when it was killed. Training seconds redone per
+kill are measured too: for the fold in flight, the time from its newest
+checkpoint (or from its attempt's start, when it wrote none) to the kill, which
+its next attempt trains again; folds checkpoint inside epochs too
+(``fit.checkpoint_every``, ``--checkpoint-every``), so it stays near that
+interval plus the attempt's start-up, whatever an epoch lasts.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def build(params, input_shape, n_classes):
     model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss="sparse_categorical_crossentropy")
     return model
 """
-FAULTS = ["checkpoint-write", "checkpoint-rename", "store-commit"]
+FAULTS = ["checkpoint-write", "checkpoint-rename", "store-commit", "train-batch", "batch-checkpoint"]
 
 
 @dataclass
@@ -60,6 +65,7 @@ class ChaosReport:
     history_mismatches: int = 0
     integrity: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    seconds_redone: list[float] = field(default_factory=list)
 
     def ok(self) -> bool:
         """No loss, no duplicate, no difference, healthy databases, no epoch redone."""
@@ -73,7 +79,9 @@ class ChaosReport:
         )
 
 
-def write_experiment(folder: Path, name: str, samples: int = 3000, epochs: int = 5) -> Path:
+def write_experiment(
+    folder: Path, name: str, samples: int = 3000, epochs: int = 5, checkpoint_every: str = "0.5s"
+) -> Path:
     """A small deterministic experiment: 2 candidates x 3 folds x ``epochs`` epochs."""
     rng = np.random.default_rng(0)
     y = np.arange(samples) % 3
@@ -89,7 +97,7 @@ def write_experiment(folder: Path, name: str, samples: int = 3000, epochs: int =
         "deterministic": True,
         "data": {"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"},
         "model": "builder.py:build",
-        "fit": {"epochs": epochs, "batch_size": 16},
+        "fit": {"epochs": epochs, "batch_size": 16, "checkpoint_every": checkpoint_every},
         "grid": {"units": [16, 32], "learning_rate": [0.003]},
         "cv": {"splitter": "StratifiedKFold", "n_splits": 3, "shuffle": True, "random_state": 0},
         "scoring": ["accuracy", "neg_log_loss"],
@@ -139,6 +147,25 @@ def in_flight_checkpoints(output: Path) -> dict[str, int]:
     return {f.task_id: f.checkpoint_epoch or 0 for f in read_status(output).in_flight}
 
 
+def seconds_redone(output: Path, launched_at: float, killed_at: float) -> list[float]:
+    """Training seconds each fold in flight loses to a kill: from its newest checkpoint, or from its
+    attempt's start when it wrote none in this attempt, to the kill (read right after it). A fold
+    whose attempt did not start in this launch (killed during the run's start-up) lost nothing."""
+    from gridcv.runner.status import read_status
+    from gridcv.store import DB_NAME
+
+    if not (output / DB_NAME).exists():
+        return []
+    lost = []
+    for fold in read_status(output).in_flight:
+        if fold.started_at is None or fold.started_at < launched_at:
+            continue
+        written = [p.stat().st_mtime for p in (output / "checkpoints" / fold.task_id).glob("*/epoch-*.npz")]
+        since = max([*written, fold.started_at])
+        lost.append(max(0.0, killed_at - since))
+    return lost
+
+
 def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosReport, max_kills: int) -> None:
     """Kills runs into ``output`` until one finishes (or ``max_kills`` is reached, then finishes it)."""
     reached: dict[str, int] = {}
@@ -147,6 +174,7 @@ def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosRepor
         fault = None
         if report.kills < max_kills and rng.random() < 0.35:
             fault = f"{rng.choice(FAULTS)}@{rng.randint(1, 8)}"
+        launched_at = time.time()
         proc = launch(path, output, fault if report.kills < max_kills else None)
         deadline = time.monotonic() + rng.uniform(2.0, 14.0)
         while proc.poll() is None and (report.kills >= max_kills or fault or time.monotonic() < deadline):
@@ -154,6 +182,7 @@ def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosRepor
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        killed_at = time.time()
         if proc.returncode == 0:
             break
         if proc.returncode != -signal.SIGKILL:
@@ -161,6 +190,7 @@ def chaos_round(path: Path, output: Path, rng: random.Random, report: ChaosRepor
             raise RuntimeError(f"gridcv run exited with {proc.returncode}:\n{tail}")
         report.kills += 1
         report.fault_kills += bool(fault)
+        report.seconds_redone += seconds_redone(output, launched_at, killed_at)
         for task_id, epoch in in_flight_checkpoints(output).items():
             reached[task_id] = max(reached.get(task_id, 0), epoch)
     from gridcv.store import ResultStore
@@ -185,11 +215,13 @@ def compare(reference: dict[str, dict], result: dict[str, dict], report: ChaosRe
         report.history_mismatches += json.dumps(ref.history) != json.dumps(got.history)
 
 
-def run_chaos(workdir: Path, kills: int, seed: int = 0, samples: int = 3000) -> ChaosReport:
+def run_chaos(
+    workdir: Path, kills: int, seed: int = 0, samples: int = 3000, checkpoint_every: str = "0.5s"
+) -> ChaosReport:
     """Reference run, then chaos rounds until ``kills`` kills have happened."""
     start = time.monotonic()
     rng = random.Random(seed)
-    path = write_experiment(workdir, "chaos", samples=samples)
+    path = write_experiment(workdir, "chaos", samples=samples, checkpoint_every=checkpoint_every)
     reference_out = workdir / "reference"
     proc = launch(path, reference_out)
     if proc.wait() != 0:
@@ -205,17 +237,30 @@ def run_chaos(workdir: Path, kills: int, seed: int = 0, samples: int = 3000) -> 
     return report
 
 
+def redone_summary(redone: list[float], checkpoint_every: str) -> str:
+    """``training seconds redone per kill`` as the report prints it."""
+    if not redone:
+        return "training seconds redone per kill: no kill landed while a fold trained"
+    return (
+        f"training seconds redone per kill: mean {sum(redone) / len(redone):.2f}, max {max(redone):.2f} over "
+        f"{len(redone)} kills of a training fold (checkpoint_every {checkpoint_every}, plus each attempt's start-up)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--checkpoint-every", default="0.5s", help="fit.checkpoint_every of the experiment")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gridcv-chaos-"))
-    report = run_chaos(workdir, args.kills, args.seed)
+    report = run_chaos(workdir, args.kills, args.seed, checkpoint_every=args.checkpoint_every)
     print(f"workdir                  {workdir}")
     for key, value in report.__dict__.items():
-        print(f"{key:<24} {value if not isinstance(value, float) else round(value, 6)}")
+        if key != "seconds_redone":
+            print(f"{key:<24} {value if not isinstance(value, float) else round(value, 6)}")
+    print(redone_summary(report.seconds_redone, args.checkpoint_every))
     print("RESULT", "OK" if report.ok() else "FAILED")
     return 0 if report.ok() else 1
 
