@@ -1,7 +1,7 @@
 """Worker processes: the only module that starts and stops them.
 
 :class:`ProcessExecutor` has slots; each trains one fold at a time in a
-spawned worker process that it replaces when it dies, after
+worker process that it replaces when it dies, after
 ``folds_per_worker`` folds, or when its memory after a fold is above
 ``max_worker_memory``. Hand-written workers were chosen over
 ``concurrent.futures`` (``max_tasks_per_child``) and loky because gridcv
@@ -36,25 +36,33 @@ from gridcv.execution.worker import PRELOAD, STOP_SIGNAL, read_check_reply
 POLL_SECONDS = 0.2
 
 
-def worker_context() -> Any:
-    """How workers are started: forked from a server that imported TensorFlow once (see
-    :mod:`gridcv.training.preload`), so replacing a worker costs a fork, not an import.
+def worker_context(method: str = "forkserver") -> Any:
+    """How workers are started: by default forked from a server that imported TensorFlow once (see
+    :mod:`gridcv.training.preload`, and :mod:`gridcv.training.forking` for why that fork is safe), so
+    replacing a worker costs a fork, not an import; ``"spawn"`` when that server cannot start.
 
     Not forked from the runner: it holds threads and, after a worker died, would copy nothing
-    useful; not spawned: each would import TensorFlow again (seconds of CPU taken from training).
+    useful; not spawned by default: each would import TensorFlow again (seconds of CPU taken from
+    training).
     """
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(list(PRELOAD))
     return ctx
 
 
 class _Worker:
     """One live worker process and the pipe to it."""
 
-    def __init__(self, worker_id: str, deterministic: bool, log_path: Path | None) -> None:
+    def __init__(self, worker_id: str, deterministic: bool, log_path: Path | None, method: str) -> None:
+        """Starts the worker (``method``: see :func:`worker_context`).
+
+        Raises:
+            OSError, EOFError: The fork server died before it forked the worker.
+        """
         from gridcv.execution.worker import worker_main
 
-        ctx = worker_context()
+        ctx = worker_context(method)
         self.id = worker_id
         self.conn, child = ctx.Pipe()
         log = None if log_path is None else str(log_path)
@@ -64,8 +72,10 @@ class _Worker:
             name=f"gridcv-{worker_id}",
             daemon=True,
         )
-        self.process.start()
-        child.close()
+        try:
+            self.process.start()
+        finally:
+            child.close()
         self.folds = 0
         self.ready = False
         self.log_path = log_path
@@ -265,7 +275,7 @@ def _death(worker: _Worker) -> str:
 
 
 class ProcessExecutor:
-    """Runs folds in spawned worker processes, one per slot, replaced as needed."""
+    """Runs folds in worker processes (forked from the fork server), one per slot, replaced as needed."""
 
     def __init__(self, execution: ExecutionSpec, deterministic: bool, log_dir: Path | None, slots: int = 1) -> None:
         self.execution = execution
@@ -273,6 +283,7 @@ class ProcessExecutor:
         limit = int(execution.max_worker_memory) if execution.max_worker_memory else None
         self._slots = [_Slot(i, self._spawn, execution, limit) for i in range(slots)]
         self._started = 0
+        self.start_method = "forkserver"  # "spawn" once the fork server failed to start
         self._last_sample = 0.0
         # Until the results folder exists (it is not created before the builder is
         # checked), logs go to a temporary folder.
@@ -305,7 +316,15 @@ class ProcessExecutor:
     def _spawn(self) -> _Worker:
         self._started += 1
         worker_id = f"w{self._started}"
-        return _Worker(worker_id, self.deterministic, self._log_path(worker_id))
+        try:
+            return _Worker(worker_id, self.deterministic, self._log_path(worker_id), self.start_method)
+        except (OSError, EOFError):
+            if self.start_method == "spawn":
+                raise
+            # The fork server died (it refused to fork, see gridcv.training.forking, or TensorFlow's
+            # import crashed it): workers are spawned, each importing TensorFlow itself.
+            self.start_method = "spawn"
+            return _Worker(worker_id, self.deterministic, self._log_path(worker_id), self.start_method)
 
     def check(self, job: FoldJob) -> bool:
         worker = self._slots[0].ensure_worker()
