@@ -271,3 +271,61 @@ def test_segmentation_runs_from_the_cache(tmp_path):
         gridcv.run_experiment(path)
         scores.append(gridcv.load_folds(path)[["test_mean_iou", "test_pixel_accuracy"]].values.tolist())
     assert scores[0] == scores[1]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A real 256 KiB filesystem (tmpfs), mounted for the test: needs root and mount."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_small_real_disk_is_refused_before_anything_is_written(tmp_path, small_disk):
+    write_image_folder(tmp_path / "images", n=30)
+    path = experiment(tmp_path, "big", image_size=[64, 64], color_mode="rgb", cache_dir=str(small_disk / "cache"))
+    with pytest.raises(DataError) as caught:
+        gridcv.run_experiment(path)
+    assert str(caught.value) == (
+        f"{path}: key 'data.cache': the decoded-image cache of 30 samples (64x64x3 uint8 each) needs 360.0 KiB in "
+        f"{small_disk / 'cache'}, but only 256.0 KiB are free there. Free some space, point data.cache_dir at a disk "
+        "with room, or set data.cache: false to decode samples as batches are read."
+    )
+    assert not (tmp_path / "results").exists()
+    assert list((small_disk / "cache").glob("*.npy")) == []
+
+
+def test_a_disk_filled_while_the_cache_is_built_is_explained_and_the_build_goes_on_later(tmp_path, small_disk):
+    from gridcv.data.cache import build_cache
+
+    write_image_folder(tmp_path / "images", n=30)
+    section = {"kind": "images", "root": "images", "color_mode": "rgb", "image_size": [40, 40]}
+    spec = parse_data({**section, "cache": True, "cache_dir": str(small_disk / "cache")})
+    files = open_source(spec, tmp_path)
+    plan = plan_cache(spec, files, tmp_path, tmp_path / "results", "experiment.yaml")
+    assert plan is not None and plan.nbytes == 30 * 40 * 40 * 3
+    filler = small_disk / "filler"
+
+    def another_writer_fills_the_disk(note: str) -> None:  # said once the space was checked
+        if note.startswith("data.cache: decoding"):
+            filler.write_bytes(bytes(200 * 1024))
+
+    with pytest.raises(DataError) as caught:
+        build_cache(plan, files, "experiment.yaml", another_writer_fills_the_disk)
+    assert str(caught.value) == (
+        f"experiment.yaml: key 'data.cache': the disk holding {small_disk / 'cache'} filled up while the "
+        "decoded-image cache of 30 samples (140.6 KiB) was built; the 0 samples already written are kept. Free some "
+        "space and run again to go on from there, point data.cache_dir at a disk with room, or set data.cache: false "
+        "to decode samples as batches are read."
+    )
+    filler.unlink()
+    build_cache(plan, files, "experiment.yaml", lambda _: None)
+    source = open_cached(plan.stem, spec)
+    assert source is not None
+    assert np.array_equal(source.read(np.arange(30))[0], files.read(np.arange(30))[0])

@@ -21,6 +21,7 @@ and ``photos-<source>-<key>.x.npy`` (``.y.npy``, ``.groups.npy``, ``.masks.npy``
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -217,6 +218,18 @@ def check_space(plan: CachePlan, where: str) -> None:
         )
 
 
+def _disk_full(plan: CachePlan, where: str) -> DataError:
+    """The error of a disk that filled up while the cache was built (by another writer, say)."""
+    manifest = read_manifest(plan.stem)
+    done = manifest["done"] if manifest is not None and manifest["key"] == plan.key else 0
+    return DataError(
+        f"{where}: key 'data.cache': the disk holding {plan.stem.parent} filled up while the decoded-image cache "
+        f"of {plan.n} samples ({format_size(plan.nbytes)}) was built; the {done} samples already written are kept. "
+        "Free some space and run again to go on from there, point data.cache_dir at a disk with room, or set "
+        "data.cache: false to decode samples as batches are read."
+    )
+
+
 @contextmanager
 def _locked(stem: Path) -> Iterator[None]:
     """One builder at a time per cache (runs sharing a cache_dir wait for each other)."""
@@ -261,7 +274,12 @@ def build_cache(plan: CachePlan, source: Any, where: str, say: Callable[[str], N
         else:
             say(f"data.cache: decoding {plan.n} samples once into {plan.stem.parent} ({size})")
         start = time.perf_counter()
-        _fill(plan, source, done)
+        try:
+            _fill(plan, source, done)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise _disk_full(plan, where) from None
         seconds = time.perf_counter() - start + (manifest or {}).get("build_seconds", 0.0) * bool(done)
         _write_manifest(plan, plan.n, build_seconds=seconds)
         _remove_other_keys(plan)
@@ -311,9 +329,12 @@ def _array(path: Path, dtype: str, shape: tuple[int, ...], fresh: bool) -> np.me
         array = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
         with open(path, "r+b") as f:
             try:
+                # Reserved now, writing to the map cannot fail later (SIGBUS on a full tmpfs).
                 os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-            except OSError:
-                pass  # a filesystem without fallocate: the space check above has to do
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise
+                # a filesystem without fallocate: the space check has to do
         return array
     return np.lib.format.open_memmap(path, mode="r+")
 
