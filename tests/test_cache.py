@@ -180,6 +180,21 @@ def test_the_cache_is_built_once_and_read_by_every_fold_candidate_and_run(tmp_pa
     assert results_of(again) == results_of(reference)
 
 
+def test_augmentation_runs_per_batch_on_the_cached_pixels(tmp_path):
+    """Same augmented training with and without the cache, to the bit; and augmentation changes it."""
+    augment = {"horizontal_flip": True, "rotation": 15, "shift": 0.2, "brightness": 0.2}
+    results = {}
+    for name, cache, aug in (("files", False, augment), ("cached", True, augment), ("plain", True, None)):
+        path = experiment(tmp_path, name, cache=cache, image_size=[8, 8], **({"augment": aug} if aug else {}))
+        config = yaml.safe_load(path.read_text())
+        config["grid"] = {"filters": [2]}
+        path.write_text(yaml.safe_dump(config))
+        gridcv.run_experiment(path)
+        results[name] = results_of(path)
+    assert results["cached"] == results["files"]
+    assert [h for _, _, h in results["plain"].values()] != [h for _, _, h in results["cached"].values()]
+
+
 def test_a_changed_folder_rebuilds_the_cache_with_a_note(tmp_path):
     path = experiment(tmp_path, "tiny", cache_dir="cache")
     gridcv.run_experiment(path)
