@@ -8,18 +8,34 @@ replaced every ``folds_per_worker`` folds). Why forking it is safe, and what is 
 server exit, and the runner spawns workers instead) and again right before every fork, recorded
 in :data:`AT_FORK`, which each worker inherits. TensorFlow's start-up notes go nowhere: each
 worker sends its own stderr to its log file, and a failed import here is retried, and reported,
-by the worker. The server exits at once when the runner does (its workers die with it):
+by the worker. The server dies with the runner, and exits at once when told to (its workers die with it):
 finalizing an interpreter that imported TensorFlow can take seconds.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
+import signal
 import sys
 
 from gridcv.faults import crash_point
 
+
+def _die_with_runner() -> None:
+    """The kernel kills this server when the runner (its parent) dies, even in the middle of the
+    imports below, which take seconds; a fork clears this for the workers (they set their own)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() == 1:  # the runner died before prctl
+        os._exit(1)
+
+
+_die_with_runner()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _stderr = os.dup(2)
 _devnull = os.open(os.devnull, os.O_WRONLY)
