@@ -18,6 +18,12 @@ runner alone: its workers must then die by themselves (``PR_SET_PDEATHSIG``);
 any process of the killed run still alive 10 s later is counted as orphaned.
 
     python benchmarks/chaos.py --kills 12 --slots 2 --parent-kills 0.5
+
+Training seconds redone per kill are measured too: for the fold in flight, the
+time from its newest checkpoint (or from its attempt's start, when it wrote
+none) to the kill, which its next attempt trains again; folds checkpoint inside
+epochs too (``fit.checkpoint_every``, ``--checkpoint-every``), so it stays near
+that interval plus the attempt's start-up, whatever an epoch lasts.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def build(params, input_shape, n_classes):
     model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss="sparse_categorical_crossentropy")
     return model
 """
-FAULTS = ["checkpoint-write", "checkpoint-rename", "store-commit"]
+FAULTS = ["checkpoint-write", "checkpoint-rename", "store-commit", "train-batch", "batch-checkpoint"]
 
 
 @dataclass
@@ -70,6 +76,7 @@ class ChaosReport:
     seconds: float = 0.0
     parent_kills: int = 0  # kills of the runner alone (--parent-kills)
     orphaned_workers: int = 0  # processes of a killed run still alive after ORPHAN_GRACE seconds
+    seconds_redone: list[float] = field(default_factory=list)
 
     def ok(self) -> bool:
         """No loss, no duplicate, no difference, healthy databases, no epoch redone."""
@@ -84,7 +91,9 @@ class ChaosReport:
         )
 
 
-def write_experiment(folder: Path, name: str, samples: int = 3000, epochs: int = 5) -> Path:
+def write_experiment(
+    folder: Path, name: str, samples: int = 3000, epochs: int = 5, checkpoint_every: str = "0.5s"
+) -> Path:
     """A small deterministic experiment: 2 candidates x 3 folds x ``epochs`` epochs."""
     rng = np.random.default_rng(0)
     y = np.arange(samples) % 3
@@ -100,7 +109,7 @@ def write_experiment(folder: Path, name: str, samples: int = 3000, epochs: int =
         "deterministic": True,
         "data": {"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"},
         "model": "builder.py:build",
-        "fit": {"epochs": epochs, "batch_size": 16},
+        "fit": {"epochs": epochs, "batch_size": 16, "checkpoint_every": checkpoint_every},
         "grid": {"units": [16, 32], "learning_rate": [0.003]},
         "cv": {"splitter": "StratifiedKFold", "n_splits": 3, "shuffle": True, "random_state": 0},
         "scoring": ["accuracy", "neg_log_loss"],
@@ -153,6 +162,25 @@ def in_flight_checkpoints(output: Path) -> dict[str, int]:
     return {f.task_id: f.checkpoint_epoch or 0 for f in read_status(output).in_flight}
 
 
+def seconds_redone(output: Path, launched_at: float, killed_at: float) -> list[float]:
+    """Training seconds each fold in flight loses to a kill: from its newest checkpoint, or from its
+    attempt's start when it wrote none in this attempt, to the kill (read right after it). A fold
+    whose attempt did not start in this launch (killed during the run's start-up) lost nothing."""
+    from gridcv.runner.status import read_status
+    from gridcv.store import DB_NAME
+
+    if not (output / DB_NAME).exists():
+        return []
+    lost = []
+    for fold in read_status(output).in_flight:
+        if fold.started_at is None or fold.started_at < launched_at:
+            continue
+        written = [p.stat().st_mtime for p in (output / "checkpoints" / fold.task_id).glob("*/epoch-*.npz")]
+        since = max([*written, fold.started_at])
+        lost.append(max(0.0, killed_at - since))
+    return lost
+
+
 ORPHAN_GRACE = 10.0
 
 
@@ -180,6 +208,7 @@ class ChaosOptions:
 
     slots: int = 1
     parent_kills: float = 0.0
+    checkpoint_every: str = "0.5s"  # fit.checkpoint_every of the experiment
 
 
 def chaos_round(
@@ -197,6 +226,7 @@ def chaos_round(
         fault = None
         if report.kills < max_kills and rng.random() < 0.35:
             fault = f"{rng.choice(FAULTS)}@{rng.randint(1, 8)}"
+        launched_at = time.time()
         proc = launch(path, output, fault if report.kills < max_kills else None, options.slots)
         deadline = time.monotonic() + rng.uniform(2.0, 14.0)
         while proc.poll() is None and (report.kills >= max_kills or fault or time.monotonic() < deadline):
@@ -210,6 +240,7 @@ def chaos_round(
             else:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        killed_at = time.time()
         if proc.returncode == 0:
             break
         if proc.returncode != -signal.SIGKILL:
@@ -219,6 +250,7 @@ def chaos_round(
         report.fault_kills += bool(fault)
         report.parent_kills += parent_alone
         report.orphaned_workers += session_survivors(proc.pid)
+        report.seconds_redone += seconds_redone(output, launched_at, killed_at)
         for task_id, epoch in in_flight_checkpoints(output).items():
             reached[task_id] = max(reached.get(task_id, 0), epoch)
     from gridcv.store import ResultStore
@@ -249,7 +281,7 @@ def run_chaos(
     """Reference run, then chaos rounds until ``kills`` kills have happened."""
     start = time.monotonic()
     rng = random.Random(seed)
-    path = write_experiment(workdir, "chaos", samples=samples)
+    path = write_experiment(workdir, "chaos", samples=samples, checkpoint_every=options.checkpoint_every)
     reference_out = workdir / "reference"
     proc = launch(path, reference_out)
     if proc.wait() != 0:
@@ -265,6 +297,16 @@ def run_chaos(
     return report
 
 
+def redone_summary(redone: list[float], checkpoint_every: str) -> str:
+    """``training seconds redone per kill`` as the report prints it."""
+    if not redone:
+        return "training seconds redone per kill: no kill landed while a fold trained"
+    return (
+        f"training seconds redone per kill: mean {sum(redone) / len(redone):.2f}, max {max(redone):.2f} over "
+        f"{len(redone)} kills of a training fold (checkpoint_every {checkpoint_every}, plus each attempt's start-up)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -274,12 +316,16 @@ def main() -> int:
     parser.add_argument(
         "--parent-kills", type=float, default=0.0, help="share of the kills that SIGKILL the runner alone (0.5)"
     )
+    parser.add_argument("--checkpoint-every", default="0.5s", help="fit.checkpoint_every of the experiment")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gridcv-chaos-"))
-    report = run_chaos(workdir, args.kills, args.seed, options=ChaosOptions(args.slots, args.parent_kills))
+    options = ChaosOptions(args.slots, args.parent_kills, args.checkpoint_every)
+    report = run_chaos(workdir, args.kills, args.seed, options=options)
     print(f"workdir                  {workdir}")
     for key, value in report.__dict__.items():
-        print(f"{key:<24} {value if not isinstance(value, float) else round(value, 6)}")
+        if key != "seconds_redone":
+            print(f"{key:<24} {value if not isinstance(value, float) else round(value, 6)}")
+    print(redone_summary(report.seconds_redone, args.checkpoint_every))
     print("RESULT", "OK" if report.ok() else "FAILED")
     return 0 if report.ok() else 1
 

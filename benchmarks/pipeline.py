@@ -1,16 +1,19 @@
-"""Training throughput from memory, from a memory-mapped .npy, and from an image folder.
+"""Training throughput from memory, from a memory-mapped .npy, and from an image folder (with and without the cache).
 
 Usage:
     PYTHONPATH=. python benchmarks/pipeline.py [--samples 8192] [--size 32] [--epochs 4]
 
-The same model (same seed) is fitted on the same data fed three ways:
+The same model (same seed) is fitted on the same data fed four ways:
 (a) in-memory numpy arrays, (b) gridcv's generator over ``kind: arrays``
 (a .npy read batch by batch), (c) gridcv's generator over ``kind: images``
-(PNG files decoded per batch). Throughput is training samples per second,
-the median over epochs after the first (which includes tracing). "loader
-alone" is one epoch of batches read without training: when it is slower than
-training, the loader is the bottleneck. The data is scikit-learn's digits,
-upscaled and jittered to the requested count, written to a temporary folder.
+(PNG and JPEG files decoded per batch), (d) the same image folders through
+``data: cache: true`` (decoded once into a memory-mapped cache; its build time
+is printed). Throughput is training samples per second, the median over
+epochs after the first (which includes tracing); "x (a)" and "x (b)" compare
+it with the in-memory and memmap rows of the same run. "loader alone" is one
+epoch of batches read without training: when it is slower than training, the
+loader is the bottleneck. The data is scikit-learn's digits, upscaled and
+jittered to the requested count, written to a temporary folder.
 """
 
 from __future__ import annotations
@@ -45,10 +48,27 @@ def make_data(folder: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     np.save(folder / "x.npy", (images[..., None] / np.float32(255)).astype(np.float32))
     np.save(folder / "y.npy", y)
     for i in range(n):
-        d = folder / "images" / str(y[i])
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(images[i]).save(d / f"{i:06d}.png")
+        for kind, ext in (("images", "png"), ("jpeg", "jpg")):
+            d = folder / kind / str(y[i])
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i]).save(d / f"{i:06d}.{ext}", **({"quality": 95} if ext == "jpg" else {}))
     return np.load(folder / "x.npy"), y
+
+
+def cached_source(folder: Path, section: dict[str, Any]) -> tuple[Any, float]:
+    """The image folder of ``section`` through gridcv's decoded-image cache, and the seconds its build took."""
+    from gridcv.config import parse_data
+    from gridcv.data.cache import build_cache, open_cached, plan_cache
+    from gridcv.data.sources import open_source
+
+    spec = parse_data({**section, "cache": True})
+    files = open_source(spec, folder)
+    plan = plan_cache(spec, files, folder, folder / "results", "benchmark")
+    assert plan is not None
+    start = time.perf_counter()
+    build_cache(plan, files, "benchmark", lambda _: None)
+    seconds = time.perf_counter() - start
+    return open_cached(plan.stem, spec), seconds
 
 
 def build_model(input_shape: tuple[int, ...], kind: str) -> Any:
@@ -108,57 +128,78 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="every feed is measured once per round; the median is shown"
+    )
     args = parser.parse_args(argv)
 
+    from gridcv.config import parse_data
     from gridcv.data.sources import open_source
     from gridcv.training.batches import IndexBatches
 
     with tempfile.TemporaryDirectory(prefix="gridcv-bench-") as tmp:
         folder = Path(tmp)
         x, y = make_data(folder, args.samples, args.size)
-        arrays = open_source({"kind": "arrays", "x": "x.npy", "y": "y.npy"}, folder)
-        images = open_source(
-            {"kind": "images", "root": "images", "image_size": [args.size] * 2, "color_mode": "grayscale"}, folder
-        )
+        arrays = open_source(parse_data({"kind": "arrays", "x": "x.npy", "y": "y.npy"}), folder)
+        png = {"kind": "images", "root": "images", "image_size": [args.size] * 2, "color_mode": "grayscale"}
+        jpeg = {**png, "root": "jpeg"}
+        images = open_source(parse_data(png), folder)
+        jpegs = open_source(parse_data(jpeg), folder)
+        png_cache, png_build = cached_source(folder, png)
+        jpeg_cache, jpeg_build = cached_source(folder, jpeg)
         n, bs, epochs = args.samples, args.batch_size, args.epochs
-        rows: list[tuple[str, float, float | None]] = []
+        rates: dict[str, list[float]] = {}
+        loaders: dict[str, float | None] = {}
 
         def fit_arrays(clock: Any) -> None:
             build_model(x.shape[1:], args.model).fit(x, y, batch_size=bs, epochs=epochs, verbose=0, callbacks=[clock])
 
-        rows.append(("(a) in-memory numpy arrays", epoch_rate(fit_arrays, n), None))
         variants = [
             ("(b) memmap .npy, tf_data feed", arrays, {}),
             ("(b) memmap .npy, py_dataset feed", arrays, {"feed": "py_dataset"}),
             ("(c) image folder (PNG), tf_data feed", images, {}),
             ("(c) image folder (PNG), tf_data, workers=2", images, {"workers": 2}),
+            ("(c) image folder (JPEG), tf_data feed", jpegs, {}),
+            ("(d) image folder (PNG), data.cache", png_cache, {}),
+            ("(d) image folder (JPEG), data.cache", jpeg_cache, {}),
         ]
-        # The image folder lists files class by class: index i is not x[i], but the
-        # samples are the same set, which is all a throughput comparison needs.
-        for label, source, options in variants:
-            batches = IndexBatches(source, np.arange(n), bs, shuffle=True, seed=0, **options)
+        # Rounds interleave the feeds, so a machine whose load drifts slows them alike.
+        for _ in range(args.rounds):
+            rates.setdefault("(a) in-memory numpy arrays", []).append(epoch_rate(fit_arrays, n))
+            loaders["(a) in-memory numpy arrays"] = None
+            # The image folder lists files class by class: index i is not x[i], but the
+            # samples are the same set, which is all a throughput comparison needs.
+            for label, source, options in variants:
+                batches = IndexBatches(source, np.arange(n), bs, shuffle=True, seed=0, **options)
 
-            def fit_generator(clock: Any, batches: IndexBatches = batches, source: Any = source) -> None:
-                model = build_model(source.input_shape, args.model)
-                model.fit(
-                    batches.feed(0, epochs),
-                    steps_per_epoch=len(batches),
-                    epochs=epochs,
-                    verbose=0,
-                    shuffle=False,
-                    callbacks=[clock],
-                )
+                def fit_generator(clock: Any, batches: IndexBatches = batches, source: Any = source) -> None:
+                    model = build_model(source.input_shape, args.model)
+                    model.fit(
+                        batches.feed(0, epochs),
+                        steps_per_epoch=len(batches),
+                        epochs=epochs,
+                        verbose=0,
+                        shuffle=False,
+                        callbacks=[clock],
+                    )
 
-            rows.append((label, epoch_rate(fit_generator, n), loader_rate(batches)))
+                rates.setdefault(label, []).append(epoch_rate(fit_generator, n))
+                loaders[label] = loader_rate(batches)
+        rows = [(label, statistics.median(r), loaders[label]) for label, r in rates.items()]
 
-    base = rows[0][1]
+    base, memmap = rows[0][1], rows[1][1]
     print(
-        f"\n{n} samples {args.size}x{args.size}x1, batch {bs}, {epochs} epochs, model {args.model}; "
-        f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
+        f"\n{n} samples {args.size}x{args.size}x1, batch {bs}, {epochs} epochs, model {args.model}, median of "
+        f"{args.rounds} rounds; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
     )
-    print(f"{'feed':46} {'fit samples/s':>14} {'x (a)':>7} {'loader alone/s':>15}")
+    print(f"{'feed':46} {'fit samples/s':>14} {'x (a)':>7} {'x (b)':>7} {'loader alone/s':>15}")
     for label, rate, loader in rows:
-        print(f"{label:46} {rate:14,.0f} {rate / base:7.2f} {'' if loader is None else f'{loader:15,.0f}'}")
+        shown = "" if loader is None else f"{loader:15,.0f}"
+        print(f"{label:46} {rate:14,.0f} {rate / base:7.2f} {rate / memmap:7.2f} {shown}")
+    print(
+        f"\ncache build (decoding every image once, {os.cpu_count()} threads): PNG {png_build:.1f} s "
+        f"({n / png_build:,.0f} images/s), JPEG {jpeg_build:.1f} s ({n / jpeg_build:,.0f} images/s)"
+    )
 
 
 if __name__ == "__main__":

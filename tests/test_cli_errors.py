@@ -67,8 +67,8 @@ def test_unknown_nested_key(make_experiment, capsys):
     assert code == 2
     assert err == (
         f"gridcv: error: {path}: unknown key 'batchsize' in 'fit' (did you mean 'batch_size'?); valid keys there "
-        "are epochs, batch_size, shuffle, callbacks, validation_split_from_train, monitor_test_fold, precision. See "
-        "experiments/digits.yaml for a valid file."
+        "are epochs, batch_size, shuffle, callbacks, validation_split_from_train, monitor_test_fold, precision, "
+        "checkpoint_every. See experiments/digits.yaml for a valid file."
     )
 
 

@@ -34,7 +34,7 @@ def test_an_unknown_key_gets_did_you_mean_from_the_kind_in_use(tmp_path):
     assert error_of(tmp_path, data={"kind": "images", "root": "im", "colour_mode": "rgb"}) == (
         "unknown key 'colour_mode' in 'data' (did you mean 'color_mode'?); valid keys there are prepare, dtype, "
         "balance, augment, feed, workers, use_multiprocessing, image_size, color_mode, class_names, n_classes, "
-        "on_bad_file, kind, root, masks." + TAIL
+        "on_bad_file, cache, cache_dir, kind, root, masks." + TAIL
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,14 +70,21 @@ def test_ctrl_c_stops_after_a_checkpoint_and_resumes(make_experiment):
     assert folds["status"].iloc[0] == "pending"
     attempts = gridcv.load_attempts(path)
     assert attempts["outcome"].tolist()[0] == "interrupted"
-    stopped_at = int(attempts["message"].iloc[0].rsplit(" ", 1)[1])
-    assert 1 <= stopped_at < 40
+    # the stop comes after the batch in training: a checkpoint is saved there (or at the epoch's end)
+    stopped = re.fullmatch(
+        r"stopped on request (?:after epoch (\d+)|in epoch (\d+) after batch (\d+))", attempts["message"].iloc[0]
+    )
+    assert stopped is not None
+    epoch, batch = (int(stopped[1]), 0) if stopped[1] else (int(stopped[2]) - 1, int(stopped[3]))
+    assert 0 <= epoch < 40
     resumed = start(path, "--quiet")
     resumed.communicate(timeout=300)
     assert resumed.returncode == 0
     folds = gridcv.load_folds(path)
     assert folds["status"].tolist() == ["done", "done"]
-    assert gridcv.load_attempts(path)["resumed_from_epoch"].tolist()[1] == stopped_at
+    assert gridcv.load_attempts(path)["resumed_from_epoch"].tolist()[1] == epoch
+    with ResultStore.open(folder, readonly=True) as store:
+        assert store.fold_rows()[0].info["resumed_from_batch"] == batch
 
 
 @pytest.mark.slow

@@ -196,16 +196,17 @@ def test_every_slots_worker_dies_with_its_runner(make_experiment):
     try:
         deadline = time.monotonic() + 120
         workers: list[psutil.Process] = []
+        servers: list[psutil.Process] = []  # workers are forked from the fork server, a child of the runner
         while len(workers) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-            workers = [
-                c for c in psutil.Process(runner.pid).children() if "resource_tracker" not in " ".join(c.cmdline())
-            ]
+            children = [c for c in psutil.Process(runner.pid).children() if "resource_tracker" not in c.cmdline()[-1]]
+            servers = [c for c in children if "forkserver" in " ".join(c.cmdline())]
+            workers = servers[0].children() if servers else children
         assert len(workers) == 2, "the runner never started a worker per slot"
     finally:
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
-    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    _gone, alive = psutil.wait_procs(workers + servers, timeout=10)
     assert alive == []
 
 

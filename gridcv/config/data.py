@@ -74,6 +74,9 @@ class _FileData(DataSection):
     class_names: list[str] | None = None
     n_classes: PositiveInt | None = Field(default=None, description="segmentation: number of mask classes")
     on_bad_file: Literal["error", "skip"] = "error"
+    # Decode every sample once into a memory-mapped array reused by every fold (gridcv.data.cache).
+    cache: bool = False
+    cache_dir: str | None = Field(default=None, description="where the cache goes (default: <results>/cache)")
 
 
 class ImagesData(_FileData):

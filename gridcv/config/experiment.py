@@ -87,7 +87,8 @@ class Experiment:
         code = self.builder_code()
         parts: dict[str, Any] = {
             "seed": [s.seed, s.deterministic],
-            "data": s.data.model_dump(exclude={"prepare"}),
+            # The cache holds exactly what decoding gives: with or without it, results are the same.
+            "data": s.data.model_dump(exclude={"prepare", "cache", "cache_dir"}),
             "model": [s.model, None if code is None else _digest(code.parts)],
             "fit": _without_new_defaults(s.fit, _FIRST_FIT_KEYS),
             "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],
@@ -128,6 +129,8 @@ class Experiment:
 # fit: keys of the first release; later keys (validation_split_from_train, monitor_test_fold, ...)
 # count only when set, so a folder started before they existed keeps its fingerprint.
 _FIRST_FIT_KEYS = ("epochs", "batch_size", "shuffle")
+# Keys that change how a fold runs, not its results (a resume is bit-for-bit the same).
+_NOT_RESULTS = {"checkpoint_every"}
 
 
 def fit_fingerprint(fit: FitSpec) -> str:
@@ -141,7 +144,7 @@ def _without_new_defaults(section: BaseModel, original: tuple[str, ...]) -> dict
     Results folders started before a key existed keep the same fingerprint.
     """
     dumped = section.model_dump(include=set(original))
-    dumped.update(section.model_dump(exclude=set(original), exclude_defaults=True))
+    dumped.update(section.model_dump(exclude=set(original) | _NOT_RESULTS, exclude_defaults=True))
     return dumped
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
 
 from gridcv.config.data import DataSpec
-from gridcv.config.training import CallbackSpec, CompileSpec
+from gridcv.config.training import CallbackSpec, CheckpointInterval, CompileSpec, checkpoint_interval
 
 
 class _Section(BaseModel):
@@ -33,6 +33,9 @@ class FitSpec(_Section):
     # Callbacks monitor the test fold, as gridcv did before: optimistic scores, with a warning.
     monitor_test_fold: bool = False
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # Also within an epoch, so a kill loses minutes, not an epoch: batches (500) or a time of
+    # training (10min). It changes no result, so the fingerprint leaves it out.
+    checkpoint_every: int | str | None = "10min"
 
     @field_validator("callbacks", mode="before")
     @classmethod
@@ -40,6 +43,16 @@ class FitSpec(_Section):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        checkpoint_interval(value)  # raises with the fix
+        return value
+
+    def checkpoint_interval(self) -> CheckpointInterval | None:
+        """``checkpoint_every`` as batches or seconds; None: at the end of each epoch only."""
+        return checkpoint_interval(self.checkpoint_every)
 
 
 class CVSpec(BaseModel):

@@ -7,9 +7,12 @@ the worker as they are (frozen pydantic models).
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import PydanticCustomError
 
 # Keras optimizers by lower-case name -> class in keras.optimizers. Kept here, not read from
 # Keras, so the parent process validates without importing TensorFlow; a test checks it
@@ -85,3 +88,40 @@ class CompileSpec(BaseModel):
     def optimizer_kwargs(self) -> dict[str, Any]:
         """The optimizer's keyword arguments."""
         return dict(self.model_extra or {})
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|h)\s*$")
+_SECONDS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class CheckpointInterval:
+    """How often a fold checkpoints within an epoch (``fit.checkpoint_every``): after so many
+    batches, or once so many seconds of training have passed since the last checkpoint."""
+
+    batches: int | None = None
+    seconds: float | None = None
+
+
+def checkpoint_interval(value: Any) -> CheckpointInterval | None:
+    """``fit.checkpoint_every`` as written: a number of batches (``500``), a time (``90s``,
+    ``10min``, ``2h``), or null (only at the end of each epoch).
+
+    Raises:
+        PydanticCustomError: Anything else (pydantic reports it under the key).
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return CheckpointInterval(batches=value)
+    if isinstance(value, str):
+        if value.strip().isdigit() and int(value) > 0:
+            return CheckpointInterval(batches=int(value))
+        match = _DURATION.match(value)
+        if match and float(match.group(1)) > 0:
+            return CheckpointInterval(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
+    raise PydanticCustomError(
+        "checkpoint_every",
+        "write a number of batches (500) or a time of training (90s, 10min, 2h), or null for a "
+        "checkpoint at the end of each epoch only",
+    )

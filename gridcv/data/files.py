@@ -164,6 +164,20 @@ class FileSource:
         """The input files of the given samples."""
         return [str(f) for f in self._files[indices]]
 
+    def mask_files(self) -> list[str] | None:
+        """Every sample's mask file (segmentation), else None."""
+        return None if self._masks is None else [str(m) for m in self._masks]
+
+    @property
+    def all_images(self) -> bool:
+        """Whether every sample is an image (decoded to uint8, scaled when read), not a ``.npy``."""
+        return all(self._is_image(f) for f in self._files)
+
+    def decode(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sample ``index`` as decoded, before scaling (uint8 for an image), and its mask (or None)."""
+        x = self._sample(str(self._files[index]))
+        return x, None if self._masks is None else self._mask(str(self._masks[index]))
+
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         indices = np.asarray(indices, dtype=np.int64)
         images = all(self._is_image(f) for f in self._files[indices])

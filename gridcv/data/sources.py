@@ -153,7 +153,7 @@ def _load_npy(path: Path, key: str, where: str) -> np.ndarray:
         ) from None
 
 
-def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file") -> Source:
+def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file", cache: Path | None = None) -> Source:
     """Opens and checks the data described by an experiment's ``data:`` section.
 
     Only file lists, labels and groups are read into memory; inputs are read
@@ -163,10 +163,18 @@ def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file") 
         spec: The validated ``data:`` section (its ``kind`` picks the source).
         base_dir: Folder that relative paths are taken from.
         where: The experiment file's name, for error messages.
+        cache: The decoded-image cache (see :mod:`gridcv.data.cache`): once complete, samples are
+            read from it and the files are neither listed nor decoded.
 
     Raises:
         DataError: A file is missing or unreadable, or inputs and labels disagree.
     """
+    if cache is not None:
+        from gridcv.data.cache import open_cached
+
+        cached = open_cached(cache, spec)
+        if cached is not None:
+            return cached
     if isinstance(spec, ArraysData):
         return _open_arrays(spec, base_dir, where)
     from gridcv.data.listing import open_csv, open_image_folder

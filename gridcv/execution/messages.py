@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gridcv.config.data import DataSpec
-from gridcv.config.training import CallbackSpec, CompileSpec
+from gridcv.config.training import CallbackSpec, CheckpointInterval, CompileSpec
 from gridcv.plan import FoldTask
 from gridcv.refs import Ref
 
@@ -42,12 +42,14 @@ class OutcomeKind(enum.StrEnum):
 class DataRef:
     """Where a worker finds the data: the validated ``data:`` section and its folder.
 
-    ``where`` names the experiment file in error messages.
+    ``where`` names the experiment file in error messages; ``cache`` is the decoded-image cache
+    (``data.cache``), read once the runner has built it.
     """
 
     spec: DataSpec
     base_dir: Path
     where: str = "experiment file"
+    cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class TrainingOptions:
         train_score_idx: Training samples to score (``return_train_score``); None not to.
         results_dir: The results folder (fold models and TensorBoard logs go there).
         save_model_to: Save the trained model here (refit); None for folds.
+        checkpoint_every: Checkpoints within an epoch (``fit.checkpoint_every``); None: at
+            epoch ends only.
     """
 
     compile: CompileSpec = field(default_factory=CompileSpec)
@@ -74,6 +78,7 @@ class TrainingOptions:
     train_score_idx: np.ndarray | None = None
     results_dir: Path | None = None
     save_model_to: Path | None = None
+    checkpoint_every: CheckpointInterval | None = None
 
 
 @dataclass(frozen=True)

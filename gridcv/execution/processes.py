@@ -1,7 +1,7 @@
 """Worker processes: the only module that starts and stops them.
 
 :class:`ProcessExecutor` has slots; each trains one fold at a time in a
-spawned worker process that it replaces when it dies, after
+worker process that it replaces when it dies, after
 ``folds_per_worker`` folds, or when its memory after a fold is above
 ``max_worker_memory``. Hand-written workers were chosen over
 ``concurrent.futures`` (``max_tasks_per_child``) and loky because gridcv
@@ -37,29 +37,53 @@ from gridcv.errors import WorkerStartError
 from gridcv.execution.memory import format_bytes, rss_of
 from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Placement, Progress
 from gridcv.execution.placement import WorkerSetup, cpu_slots, host_name
-from gridcv.execution.worker import STOP_SIGNAL, read_check_reply
+from gridcv.execution.worker import PRELOAD, STOP_SIGNAL, read_check_reply
 
 POLL_SECONDS = 0.2
+
+
+def worker_context(method: str = "forkserver") -> Any:
+    """How workers are started: by default forked from a server that imported TensorFlow once (see
+    :mod:`gridcv.training.preload`, and :mod:`gridcv.training.forking` for why that fork is safe), so
+    replacing a worker costs a fork, not an import; ``"spawn"`` when that server cannot start.
+
+    Not forked from the runner: it holds threads and, after a worker died, would copy nothing
+    useful; not spawned by default: each would import TensorFlow again (seconds of CPU taken from
+    training).
+    """
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
 
 
 class _Worker:
     """One live worker process and the pipe to it."""
 
-    def __init__(self, worker_id: str, deterministic: bool, log_path: Path | None, setup: WorkerSetup) -> None:
+    def __init__(
+        self, worker_id: str, deterministic: bool, log_path: Path | None, setup: WorkerSetup, method: str
+    ) -> None:
+        """Starts the worker (``method``: see :func:`worker_context`) set up by ``setup``.
+
+        Raises:
+            OSError, EOFError: The fork server died before it forked the worker.
+        """
         from gridcv.execution.worker import worker_main
 
-        ctx = multiprocessing.get_context("spawn")  # fork would copy TF state and threads
+        ctx = worker_context(method)
         self.id = worker_id
         self.conn, child = ctx.Pipe()
         log = None if log_path is None else str(log_path)
         self.process: BaseProcess = ctx.Process(
             target=worker_main,
-            args=(child, os.getpid(), worker_id, deterministic, log, setup),
+            args=(child, os.getpid(), worker_id, deterministic, log, setup, dict(os.environ)),
             name=f"gridcv-{worker_id}",
             daemon=True,
         )
-        self.process.start()
-        child.close()
+        try:
+            self.process.start()
+        finally:
+            child.close()
         self.folds = 0
         self.ready = False
         self.received: dict[str, Any] = {}  # what the worker says it was set up with (device, environment)
@@ -121,8 +145,12 @@ class _Worker:
 
 
 def start_worker(worker_id: str, deterministic: bool, log_path: Path | None, setup: WorkerSetup) -> _Worker:
-    """Starts a worker process set up by ``setup`` (its device, its threads)."""
-    return _Worker(worker_id, deterministic, log_path, setup)
+    """Starts a spawned worker process set up by ``setup`` (its device, its threads).
+
+    For a Dask task: spawned, not forked from a fork server, which would be one more process per
+    Dask worker that Dask's nanny does not know of and does not stop.
+    """
+    return _Worker(worker_id, deterministic, log_path, setup, "spawn")
 
 
 class WorkerSlot:
@@ -306,7 +334,7 @@ def _death(worker: _Worker) -> str:
 
 
 class ProcessExecutor:
-    """Runs folds in spawned worker processes, one per slot, replaced as needed.
+    """Runs folds in worker processes (forked from the fork server), one per slot, replaced as needed.
 
     Args:
         execution: The ``execution:`` section.
@@ -329,6 +357,7 @@ class ProcessExecutor:
         self._slots = [WorkerSlot(i, self._spawner(s), execution, s) for i, s in enumerate(setups)]
         self._host = host_name()
         self._started = 0
+        self.start_method = "forkserver"  # "spawn" once the fork server failed to start
         self._last_sample = 0.0
         # Until the results folder exists (it is not created before the builder is
         # checked), logs go to a temporary folder.
@@ -366,7 +395,16 @@ class ProcessExecutor:
         def spawn() -> _Worker:
             self._started += 1
             worker_id = f"w{self._started}"
-            return _Worker(worker_id, self.deterministic, self._log_path(worker_id), setup)
+            log_path = self._log_path(worker_id)
+            try:
+                return _Worker(worker_id, self.deterministic, log_path, setup, self.start_method)
+            except (OSError, EOFError):
+                if self.start_method == "spawn":
+                    raise
+                # The fork server died (it refused to fork, see gridcv.training.forking, or TensorFlow's
+                # import crashed it): workers are spawned, each importing TensorFlow itself.
+                self.start_method = "spawn"
+                return _Worker(worker_id, self.deterministic, log_path, setup, self.start_method)
 
         return spawn
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gridcv.config import Experiment, ExperimentSpec
+from gridcv.data.cache import cache_stem
 from gridcv.errors import ConfigError
 from gridcv.execution.messages import DataRef, FoldJob, TrainingOptions
 from gridcv.monitoring import Monitored, Monitoring
@@ -88,7 +89,7 @@ def build_job(
         attempt: The attempt's number (1 for the first).
         monitoring: What the folder's folds monitor.
     """
-    spec = experiment.spec
+    spec, base = experiment.spec, experiment.base_dir
     task = work.task
     fit_idx, monitor_idx = fit_and_monitor(monitoring, plan, work)
     return FoldJob(
@@ -96,7 +97,7 @@ def build_job(
         fit_idx=fit_idx,
         monitor_idx=monitor_idx,
         test_idx=work.test_idx,
-        data=DataRef(spec.data, experiment.base_dir, experiment.where),
+        data=DataRef(spec.data, base, experiment.where, cache_stem(spec.data, base, folder)),
         model=experiment.model,
         base_dir=experiment.base_dir,
         params={"epochs": spec.fit.epochs, "batch_size": spec.fit.batch_size, **task.params},
@@ -173,4 +174,5 @@ def training_options(experiment: Experiment, folder: Path, work: Assignment) -> 
         train_score_idx=sample,
         results_dir=folder,
         save_model_to=work.save_model_to,
+        checkpoint_every=spec.fit.checkpoint_interval(),
     )

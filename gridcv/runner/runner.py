@@ -20,6 +20,7 @@ from typing import Any
 from gridcv.atomic import write_atomic
 from gridcv.config import Experiment, load_experiment
 from gridcv.data import open_source, prepare_data
+from gridcv.data.cache import build_cache, check_space, plan_cache
 from gridcv.data.inputs import InputFormat
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
 from gridcv.execution import Executor, make_executor
@@ -101,6 +102,9 @@ def run_experiment(
     source = open_source(spec.data, experiment.base_dir, experiment.where)
     plan = make_plan(spec, source.labels(), source.groups(), experiment.where)
     folder = experiment.output_dir(options.output)
+    cache = plan_cache(spec.data, source, experiment.base_dir, folder, experiment.where)
+    if cache is not None:
+        check_space(cache, experiment.where)  # before anything is written
     experiment.model.check(experiment.base_dir, experiment.where)
     monitoring = check_folder(folder, experiment, options.restart, plan.grouped)
     check_monitoring(spec, plan, monitoring, experiment.where)
@@ -119,6 +123,8 @@ def run_experiment(
         ended = False  # the run came to its end, every fold done or failed: worth a report
         try:
             executor.set_log_dir(folder / "logs")
+            if cache is not None:
+                build_cache(cache, source, experiment.where, reporter.message)
             with ResultStore.open(folder, create=True) as store:
                 run = RunContext(experiment, plan, folder, store, executor, execution, reporter, monitoring)
                 try:
@@ -308,7 +314,7 @@ def package_versions() -> dict[str, str]:
 
 @contextmanager
 def _stop_on_signals(executor: Executor, reporter: Reporter) -> Iterator[threading.Event]:
-    """First Ctrl-C/SIGTERM: stop after the current epoch's checkpoint. Second: stop now."""
+    """First Ctrl-C/SIGTERM: stop after the current batch, with a checkpoint there. Second: stop now."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -319,7 +325,7 @@ def _stop_on_signals(executor: Executor, reporter: Reporter) -> Iterator[threadi
             raise KeyboardInterrupt
         stop.set()
         executor.request_stop()
-        reporter.message("stopping after the current epoch's checkpoint (Ctrl-C again to stop now)")
+        reporter.message("stopping after the current batch, with a checkpoint there (Ctrl-C again to stop now)")
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -1,12 +1,13 @@
-"""Epoch checkpoint files of a fold: format, atomic writes, validation. No Keras here.
+"""Checkpoint files of a fold: format, atomic writes, validation. No Keras here.
 
 Written by workers (:mod:`gridcv.training.checkpointing` decides what goes in),
 read by workers when a fold resumes and by ``gridcv status`` for the epoch a
-fold in flight reached. One ``.npz`` file per completed epoch holds every
-training variable's value, the epoch number, the
-history and fit time so far, the state of stateful callbacks (JSON, plus
-named arrays such as EarlyStopping's best weights), and a checksum over
-every array. It is written to a temporary
+fold in flight reached. One ``.npz`` file per position holds every
+training variable's value, the position (epochs completed, and batches of the
+next epoch for a checkpoint within an epoch: ``epoch-00003-batch-0000120.npz``),
+the history and fit time so far, the state of stateful callbacks (JSON, plus
+named arrays such as EarlyStopping's best weights; within an epoch, also the
+metrics' accumulated values), and a checksum over every array. It is written to a temporary
 name, fsynced and renamed into place, and the previous checkpoint is kept
 until the new one is complete, so a kill at any instant leaves at least one
 whole checkpoint. Unlike Keras's ``BackupAndRestore`` there is no second file
@@ -24,7 +25,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from gridcv.atomic import CrashPoints, write_atomic
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^epoch-(\d{5})\.npz$")
+_NAME = re.compile(r"^epoch-(\d{5})(?:-batch-(\d{7}))?\.npz$")
 KEEP = 2  # the newest checkpoint and the one before it
 # Fault points of a checkpoint's write (see gridcv.faults), for crash tests.
 CRASH_POINTS = CrashPoints(mid_write="checkpoint-write", before_rename="checkpoint-rename")
@@ -47,6 +48,7 @@ class TrainingState:
 
     Attributes:
         epoch: Epochs completed.
+        batch: Batches of the next epoch completed (0 at an epoch's end).
         history: Keras history so far, metric -> per-epoch values.
         fit_time: Seconds of training so far, over every attempt.
         extra: JSON-able state of stateful callbacks, by name.
@@ -58,6 +60,23 @@ class TrainingState:
     fit_time: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    batch: int = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(epochs completed, batches of the next epoch completed): checkpoints sort by it."""
+        return (self.epoch, self.batch)
+
+
+def checkpoint_name(epoch: int, batch: int = 0) -> str:
+    """The file name of the checkpoint at a position."""
+    return f"epoch-{epoch:05d}.npz" if batch == 0 else f"epoch-{epoch:05d}-batch-{batch:07d}.npz"
+
+
+def position_of(path: Path) -> tuple[int, int] | None:
+    """The (epoch, batch) a checkpoint file's name says, or None for another file."""
+    match = _NAME.match(path.name)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
 
 
 def _checksum(arrays: Sequence[np.ndarray]) -> str:
@@ -68,7 +87,7 @@ def _checksum(arrays: Sequence[np.ndarray]) -> str:
 
 
 def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndarray], signature: list[Any]) -> Path:
-    """Writes the checkpoint of ``state.epoch`` completed epochs and prunes older ones.
+    """Writes the checkpoint of ``state``'s position and prunes older ones.
 
     Args:
         folder: The fold's checkpoint folder.
@@ -82,6 +101,7 @@ def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndar
     extra_arrays = [np.asarray(state.arrays[n]) for n in names]
     meta = {
         "epoch": state.epoch,
+        "batch": state.batch,
         "history": state.history,
         "fit_time": state.fit_time,
         "extra": state.extra,
@@ -93,7 +113,7 @@ def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndar
     members: dict[str, Any] = {f"v{i:05d}": a for i, a in enumerate(arrays)}
     members.update({f"a{i:05d}": a for i, a in enumerate(extra_arrays)})
     np.savez(buffer, meta=np.array(json.dumps(meta)), **members)
-    path = folder / f"epoch-{state.epoch:05d}.npz"
+    path = folder / checkpoint_name(state.epoch, state.batch)
     write_atomic(path, buffer.getvalue(), CRASH_POINTS)
     for old in list_checkpoints(folder)[KEEP:]:
         old.unlink(missing_ok=True)
@@ -101,17 +121,23 @@ def save_checkpoint(folder: Path, state: TrainingState, arrays: Sequence[np.ndar
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoint files, newest first."""
+    """Checkpoint files, newest (furthest position) first."""
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: p.name, reverse=True)
+    found = [(position, p) for p in folder.iterdir() if (position := position_of(p)) is not None]
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def latest_epoch(folder: Path) -> int | None:
     """Epochs completed according to the newest checkpoint file's name, or None."""
+    position = latest_position(folder)
+    return None if position is None else position[0]
+
+
+def latest_position(folder: Path) -> tuple[int, int] | None:
+    """(epochs completed, batches into the next) of the newest checkpoint file, or None."""
     files = list_checkpoints(folder)
-    match = _NAME.match(files[0].name) if files else None
-    return int(match.group(1)) if match else None
+    return position_of(files[0]) if files else None
 
 
 def read_checkpoint(path: Path, signature: list[Any]) -> tuple[TrainingState, list[np.ndarray]]:
@@ -132,6 +158,7 @@ def read_checkpoint(path: Path, signature: list[Any]) -> tuple[TrainingState, li
         raise ValueError("its checksum does not match")
     state = TrainingState(
         epoch=int(meta["epoch"]),
+        batch=int(meta.get("batch", 0)),
         history=meta["history"],
         fit_time=float(meta["fit_time"]),
         extra=meta.get("extra", {}),
@@ -140,12 +167,20 @@ def read_checkpoint(path: Path, signature: list[Any]) -> tuple[TrainingState, li
     return state, arrays
 
 
-def newest_usable(folder: Path, signature: list[Any]) -> tuple[TrainingState, list[np.ndarray]] | None:
-    """The newest checkpoint that reads and validates, or None (with a warning per bad file)."""
+def newest_usable(
+    folder: Path, signature: list[Any], check: Callable[[TrainingState], None] | None = None
+) -> tuple[TrainingState, list[np.ndarray]] | None:
+    """The newest checkpoint that reads and validates, or None (with a warning per bad file).
+
+    ``check`` may refuse a checkpoint that reads (raising ValueError): an older one is tried.
+    """
     files = list_checkpoints(folder)
     for path in files:
         try:
-            return read_checkpoint(path, signature)
+            found = read_checkpoint(path, signature)
+            if check is not None:
+                check(found[0])
+            return found
         except Exception as exc:
             log.warning("checkpoint %s cannot be used (%s); trying an older one", path, exc)
     if files:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -124,21 +125,46 @@ class IndexBatches(keras.utils.PyDataset):
         With ``tf_data``, a ``tf.data.Dataset`` of ``(epochs - first_epoch) * len(self)``
         batches in which every element knows its epoch, so prefetching across an
         epoch boundary cannot mix two epochs' orders (pass ``steps_per_epoch=len(self)``).
-        Batches are read by :meth:`load` in a background thread, in order, while the
-        model trains: Keras's own PyDataset path (``tf.data.from_generator`` plus a
-        Python queue) costs ~40% of the throughput of a small model.
         """
         if self.feed_kind == "py_dataset":
             return self
+        n_batches = len(self)
+        steps = max(0, epochs - first_epoch) * n_batches
+        return self._pipeline(0, steps, lambda step: (first_epoch + step // n_batches, step % n_batches))
+
+    @contextmanager
+    def epoch(self, epoch: int, first: int = 0) -> Iterator[Any]:
+        """An iterator over batches ``first .. len(self)-1`` of ``epoch``, for ``model.train_function``.
+
+        ``first`` > 0 resumes an epoch in its middle. With ``tf_data``, batches are read by
+        :meth:`load` in a background thread, in order, while the model trains: Keras's own
+        PyDataset path (``tf.data.from_generator`` plus a Python queue) costs ~40% of the
+        throughput of a small model. With ``py_dataset``, Keras's PyDataset adapter reads
+        them (its workers and ``use_multiprocessing`` apply), as ``fit`` would.
+        """
+        if self.feed_kind != "py_dataset":
+            yield iter(self._pipeline(first, len(self), lambda index: (epoch, index)))
+            return
+        from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+        adapter = PyDatasetAdapter(_EpochView(self, epoch, first), shuffle=False)
+        dataset = adapter.get_tf_dataset()
+        adapter.on_epoch_begin()
+        try:
+            yield iter(dataset)
+        finally:
+            adapter.on_epoch_end()
+
+    def _pipeline(self, start: int, stop: int, position: Callable[[int], tuple[int, int]]) -> Any:
+        """A ``tf.data`` pipeline of the batches of steps ``start .. stop-1`` (``position``: step ->
+        (epoch, batch)), read in order in a background thread and prefetched."""
         import tensorflow as tf
 
-        n_batches = len(self)
-        sample = self.load(first_epoch, 0)  # fixes dtypes and shapes (a batch, read once)
+        sample = self.load(*position(start)) if stop > start else self.load(0, 0)  # dtypes and shapes
         types = [tf.as_dtype(a.dtype) for a in sample]
 
         def load(step: np.int64) -> list[np.ndarray]:
-            epoch, index = divmod(int(step), n_batches)
-            return list(self.load(first_epoch + epoch, index))
+            return list(self.load(*position(int(step))))
 
         def read(step: Any) -> tuple[Any, ...]:
             arrays = tf.numpy_function(load, [step], types, stateful=False)
@@ -146,8 +172,7 @@ class IndexBatches(keras.utils.PyDataset):
                 array.set_shape((None, *like.shape[1:]))
             return tuple(arrays)
 
-        steps = max(0, epochs - first_epoch) * n_batches
-        dataset = tf.data.Dataset.range(steps)
+        dataset = tf.data.Dataset.range(start, max(start, stop))
         if (threads := data_threads()) is not None:  # several CPU slots share the cores
             options = tf.data.Options()
             options.threading.private_threadpool_size = threads
@@ -157,6 +182,20 @@ class IndexBatches(keras.utils.PyDataset):
         else:
             dataset = dataset.map(read)
         return dataset.prefetch(max(2, self.parallel))
+
+
+class _EpochView(keras.utils.PyDataset):
+    """Batches ``first ..`` of one epoch of an :class:`IndexBatches`, for Keras's PyDataset adapter."""
+
+    def __init__(self, batches: IndexBatches, epoch: int, first: int) -> None:
+        super().__init__(workers=batches.workers, use_multiprocessing=batches.use_multiprocessing)
+        self.batches, self.epoch_index, self.first = batches, epoch, first
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.first
+
+    def __getitem__(self, index: int) -> Any:
+        return self.batches.load(self.epoch_index, self.first + index)
 
 
 def fold_batches(

@@ -97,6 +97,7 @@ def compile_as_asked(model: keras.Model, job: FoldJob) -> Culprit:
 
 
 def release_memory() -> None:
-    """What can be freed in-process between folds: Keras's graph and Python garbage."""
-    keras.backend.clear_session()
+    """What can be freed in-process between folds: Keras's graph and Python garbage (one collection:
+    ``clear_session`` would run its own)."""
+    keras.backend.clear_session(free_memory=False)
     gc.collect()

@@ -51,7 +51,7 @@ def check_builder(job: FoldJob) -> str | None:
     """
     keras.mixed_precision.set_dtype_policy(job.training.precision)
     try:
-        source = open_source(job.data.spec, job.data.base_dir, job.data.where)
+        source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.cache)
         try:
             model = call_builder(job, source)
         except UserError:

@@ -18,16 +18,18 @@ from gridcv.data.sources import Source, open_source
 from gridcv.execution.memory import peak_rss, reset_peak_rss
 from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
 from gridcv.store.checkpoints import TrainingState
-from gridcv.training.batches import EpochCursor, IndexBatches, training_batches, validation_batches
+from gridcv.training.batches import IndexBatches, training_batches, validation_batches
 from gridcv.training.building import build_model, release_memory
 from gridcv.training.callbacks import BestModelCheckpoint, make_callbacks, monitor_of
-from gridcv.training.checkpointing import EpochCheckpoint, restore_training_state
+from gridcv.training.checkpointing import FoldCheckpoints, Restored, restore_training_state
 from gridcv.training.compiling import accumulation_of
 from gridcv.training.devices import gpu_peak_memory, reset_gpu_peak_memory
+from gridcv.training.fitting import Position, train
 from gridcv.training.history import history_summary
 from gridcv.training.outputs import OutputLayout, output_layout, static_output_shapes
 from gridcv.training.saving import save_model_atomic
 from gridcv.training.scoring import score_samples
+from gridcv.training.timing import Phases
 
 
 @dataclass
@@ -41,7 +43,7 @@ class PreparedFold:
     train: IndexBatches
     monitor: IndexBatches | None
     callbacks: list[keras.callbacks.Callback]
-    restored: TrainingState
+    restored: Restored
 
 
 def run_fold(
@@ -57,8 +59,8 @@ def run_fold(
         job: The fold to run.
         worker_id: Id of the worker running it, recorded with the outcome.
         worker_folds: How many folds this worker has run, this one included.
-        should_stop: Polled after each epoch's checkpoint; True stops training and
-            returns an INTERRUPTED outcome (the fold resumes from that checkpoint).
+        should_stop: Polled after each batch; True saves a checkpoint there, stops training
+            and returns an INTERRUPTED outcome (the fold resumes from that checkpoint).
         on_epoch: Told of each epoch once its checkpoint is saved.
 
     Returns:
@@ -68,49 +70,73 @@ def run_fold(
         BuilderError, DataError: User errors that every fold would hit.
         Exception: Whatever training raised; the caller classifies it.
     """
+    phases = Phases()
     reset_peak_rss()
     reset_gpu_peak_memory()
     keras.utils.set_random_seed(job.task.seed)
     # Workers run many folds: the policy is set for this fold and reset after it.
     keras.mixed_precision.set_dtype_policy(job.training.precision)
     try:
-        fold = prepare(job)
-        final = fit(job, fold, should_stop, on_epoch)
-        trained = FoldOutcome(
-            task_id=job.task.task_id,
-            kind=OutcomeKind.INTERRUPTED,
-            fit_time=final.fit_time,
-            epochs_run=final.epoch,
-            batch_size=job.batch_size,
-            accumulation_steps=accumulation_of(fold.model),
-            history=final.history,
-            worker_id=worker_id,
-            worker_folds=worker_folds,
-            resumed_from_epoch=fold.restored.epoch,
-            info=fold_info(job, final, fold),
-        )
-        if final.epoch < job.epochs and not final.extra.get("stopped_early"):
-            return replace(trained, peak_rss=peak_rss(), message=f"stopped on request after epoch {final.epoch}")
-        return score(job, fold, trained)
+        outcome = _train_and_score(job, worker_id, worker_folds, should_stop, on_epoch, phases)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+        phases.lap("score" if "fit" in phases.seconds else "prepare")
         release_memory()
+        phases.lap("release")
+    return replace(outcome, info={**outcome.info, "timings": phases.rounded()})
 
 
-def prepare(job: FoldJob) -> PreparedFold:
+def _train_and_score(
+    job: FoldJob,
+    worker_id: str,
+    worker_folds: int,
+    should_stop: Callable[[], bool],
+    on_epoch: Callable[[EpochEnded], None] | None,
+    phases: Phases,
+) -> FoldOutcome:
+    fold = prepare(job, phases)
+    final = fit(job, fold, should_stop, on_epoch, phases)
+    trained = FoldOutcome(
+        task_id=job.task.task_id,
+        kind=OutcomeKind.INTERRUPTED,
+        fit_time=final.fit_time,
+        epochs_run=final.epoch,
+        batch_size=job.batch_size,
+        accumulation_steps=accumulation_of(fold.model),
+        history=final.history,
+        worker_id=worker_id,
+        worker_folds=worker_folds,
+        resumed_from_epoch=fold.restored.state.epoch,
+        info=fold_info(job, final, fold),
+    )
+    if final.epoch < job.epochs and not final.extra.get("stopped_early"):
+        where = f"after epoch {final.epoch}"
+        if final.batch:
+            where = f"in epoch {final.epoch + 1} after batch {final.batch}"
+        return replace(trained, peak_rss=peak_rss(), message=f"stopped on request {where}")
+    return score(job, fold, trained)
+
+
+def prepare(job: FoldJob, phases: Phases | None = None) -> PreparedFold:
     """Opens the data, builds the model (and works out its output layout, refusing one that cannot be
     scored before training), restores the newest checkpoint, makes the callbacks."""
-    source = open_source(job.data.spec, job.data.base_dir, job.data.where)
+    phases = phases or Phases()
+    phases.lap("start")
+    source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.cache)
+    phases.lap("data")
     model, culprit = build_model(job, source)
     shapes = static_output_shapes(model, source.input_shape)
     layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
+    phases.lap("build")
     train = training_batches(source, job.data.spec, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
     # What callbacks monitor: the indices the parent chose (see gridcv.runner.jobs).
     monitor = (
         validation_batches(source, job.data.spec, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
     )
     callbacks = make_callbacks(job, monitored=monitor is not None)
-    restored = restore_training_state(model, job.checkpoint_dir)
+    phases.lap("batches")
+    restored = restore_training_state(model, job.checkpoint_dir, train)
+    phases.lap("restore")
     return PreparedFold(source, model, layout, train, monitor, callbacks, restored)
 
 
@@ -119,33 +145,34 @@ def fit(
     fold: PreparedFold,
     should_stop: Callable[[], bool],
     on_epoch: Callable[[EpochEnded], None] | None = None,
+    phases: Phases | None = None,
 ) -> TrainingState:
-    """Trains from the restored epoch to the last, checkpointing every epoch; returns the final state."""
-    state = fold.restored
+    """Trains from the restored position to the last epoch, checkpointing; returns the final state.
+
+    ``phases`` gets ``fit`` (training, as ``fit_time`` counts it), ``checkpoints`` (writing them) and
+    ``fit_other`` (the rest: the loop's set-up and end, callbacks' ``on_train_end``)."""
+    state = fold.restored.state
 
     def saved(now: TrainingState, logs: dict[str, float]) -> None:
         if on_epoch is not None:
             on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch))
 
-    checkpoint = EpochCheckpoint(job.checkpoint_dir, state, should_stop, fold.callbacks, saved)
-    last = state.epoch if state.extra.get("stopped_early") else job.epochs
-    first = min(state.epoch, last)
-    # fit runs even with no epoch left, so that callbacks' on_train_end runs on a
-    # finished, resumed fold too (EarlyStopping's restore_best_weights).
-    fold.model.fit(
-        fold.train.feed(first, last),
-        steps_per_epoch=len(fold.train),
-        epochs=last,
-        initial_epoch=first,
-        validation_data=fold.monitor,
-        verbose=0,
-        # The generator orders its own batches from (seed, epoch); fit's own shuffle
-        # would use Python's global random, whose state no checkpoint can see.
-        shuffle=False,
-        # EpochCheckpoint comes last: it saves the state the others left after each epoch.
-        callbacks=[EpochCursor(fold.train), *fold.callbacks, checkpoint],
+    every = job.training.checkpoint_every
+    checkpoints = FoldCheckpoints(
+        fold.model, job.checkpoint_dir, fold.restored, every, should_stop, fold.callbacks, saved
     )
-    return checkpoint.state
+    last = state.epoch if state.extra.get("stopped_early") else job.epochs
+    start = Position(state.epoch, state.batch) if state.epoch < last else Position(last)
+    # The loop runs even with no epoch left, so that callbacks' on_train_end runs on a
+    # finished, resumed fold too (EarlyStopping's restore_best_weights).
+    train(fold.model, fold.train, fold.monitor, fold.callbacks, start, last, checkpoints)
+    if phases is not None:
+        phases.lap("fit_other")
+        trained = checkpoints.state.fit_time - state.fit_time
+        phases.add("fit_other", -trained - checkpoints.saving_time)
+        phases.add("fit", trained)
+        phases.add("checkpoints", checkpoints.saving_time)
+    return checkpoints.state
 
 
 def score(job: FoldJob, fold: PreparedFold, trained: FoldOutcome) -> FoldOutcome:
@@ -177,5 +204,6 @@ def fold_info(job: FoldJob, state: TrainingState, fold: PreparedFold) -> dict[st
         "effective_batch_size": job.batch_size * accumulation_of(fold.model),
         "stopped_epoch": stopped,
         "model_path": str(model_paths[0]) if model_paths else None,
+        "resumed_from_batch": fold.restored.state.batch,
         **history_summary(state.history, monitor, mode),
     }
