@@ -76,7 +76,11 @@ class FoldRow:
 
 @dataclass(frozen=True)
 class AttemptRow:
-    """One attempt at a fold: how it ended (None while it runs) and what it ran with."""
+    """One attempt at a fold: how it ended (None while it runs) and what it ran with.
+
+    ``fold`` is the fold of its task (-1 for a refit) where the query joined it
+    (:meth:`~gridcv.store.database.ResultStore.candidate_attempts`), else None.
+    """
 
     task_id: str
     attempt: int
@@ -90,6 +94,7 @@ class AttemptRow:
     resumed_from_epoch: int | None
     started_at: float
     finished_at: float | None
+    fold: int | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> AttemptRow:

@@ -38,11 +38,14 @@ def variables_signature(variables: list[Any]) -> list[Any]:
     return [[list(v.shape), str(v.dtype)] for v in variables]
 
 
-def restore_training_state(model: keras.Model, folder: Path) -> TrainingState:
-    """Loads the newest usable checkpoint into ``model``; a fresh state if there is none."""
+def restore_training_state(model: keras.Model, folder: Path, skipped: list[str] | None = None) -> TrainingState:
+    """Loads the newest usable checkpoint into ``model``; a fresh state if there is none.
+
+    ``skipped`` gets a line per damaged checkpoint passed over (see :func:`newest_usable`).
+    """
     model.optimizer.build(model.trainable_variables)  # creates the variables to assign
     variables = training_variables(model)
-    found = newest_usable(folder, variables_signature(variables))
+    found = newest_usable(folder, variables_signature(variables), skipped)
     if found is None:
         return TrainingState()
     state, arrays = found

@@ -20,7 +20,7 @@ from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeK
 from gridcv.store.checkpoints import TrainingState
 from gridcv.training.batches import EpochCursor, IndexBatches, training_batches, validation_batches
 from gridcv.training.building import build_model, release_memory
-from gridcv.training.callbacks import BestModelCheckpoint, make_callbacks, monitor_of
+from gridcv.training.callbacks import BestModelCheckpoint, make_callbacks, monitor_of, without_state
 from gridcv.training.checkpointing import EpochCheckpoint, restore_training_state
 from gridcv.training.compiling import accumulation_of
 from gridcv.training.devices import gpu_peak_memory, reset_gpu_peak_memory
@@ -33,7 +33,8 @@ from gridcv.training.scoring import score_samples
 @dataclass
 class PreparedFold:
     """A fold ready to train: its data, its model (restored from the newest checkpoint), what the
-    model's outputs mean, and callbacks."""
+    model's outputs mean, callbacks, and notes for the user (a damaged checkpoint passed over, a
+    callback whose state a resume loses)."""
 
     source: Source
     model: keras.Model
@@ -42,6 +43,7 @@ class PreparedFold:
     monitor: IndexBatches | None
     callbacks: list[keras.callbacks.Callback]
     restored: TrainingState
+    notes: tuple[str, ...] = ()
 
 
 def run_fold(
@@ -110,8 +112,24 @@ def prepare(job: FoldJob) -> PreparedFold:
         validation_batches(source, job.data.spec, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
     )
     callbacks = make_callbacks(job, monitored=monitor is not None)
-    restored = restore_training_state(model, job.checkpoint_dir)
-    return PreparedFold(source, model, layout, train, monitor, callbacks, restored)
+    skipped: list[str] = []
+    restored = restore_training_state(model, job.checkpoint_dir, skipped)
+    notes = resume_notes(skipped, restored.epoch, without_state(callbacks))
+    return PreparedFold(source, model, layout, train, monitor, callbacks, restored, notes)
+
+
+def resume_notes(skipped: list[str], epoch: int, stateless: list[str]) -> tuple[str, ...]:
+    """What the user must hear of this attempt: damaged checkpoints passed over, callbacks a resume resets."""
+    notes = []
+    if skipped:
+        resumed = f"resumed from epoch {epoch}" if epoch else "started again from epoch 0"
+        notes.append(f"damaged checkpoint passed over: {'; '.join(skipped)}; {resumed}")
+    if stateless:
+        notes.append(
+            f"callback {', '.join(stateless)} has no get_state()/set_state(): what it keeps between epochs is lost "
+            "when a fold resumes from a checkpoint (define both for exact resumes; see the README)"
+        )
+    return tuple(notes)
 
 
 def fit(
@@ -125,7 +143,7 @@ def fit(
 
     def saved(now: TrainingState, logs: dict[str, float]) -> None:
         if on_epoch is not None:
-            on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch))
+            on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch, fold.notes))
 
     checkpoint = EpochCheckpoint(job.checkpoint_dir, state, should_stop, fold.callbacks, saved)
     last = state.epoch if state.extra.get("stopped_early") else job.epochs
@@ -178,4 +196,5 @@ def fold_info(job: FoldJob, state: TrainingState, fold: PreparedFold) -> dict[st
         "stopped_epoch": stopped,
         "model_path": str(model_paths[0]) if model_paths else None,
         **history_summary(state.history, monitor, mode),
+        **({"notes": list(fold.notes)} if fold.notes else {}),
     }
