@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gridcv.best_model import load_best_model
-from gridcv.cv_results import by_candidate, cv_results, param_names, scorer_keys, train_score
+from gridcv.cv_results import by_candidate, cv_results, param_arrays, param_names, scorer_keys, train_score
 from gridcv.folders import BEST_JSON, BEST_MODEL, results_folder
 from gridcv.monitoring import META_KEY, results_warnings
 from gridcv.plan import REFIT_FOLD
@@ -33,16 +33,6 @@ __all__ = [
     "load_results",
     "results_folder",
 ]
-
-
-def _param_column(values: list[Any]) -> pd.Series:
-    """Numeric dtype when every candidate has a number (as scikit-learn >= 1.5 does), else object."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present) and len(present) == len(values):
-        return pd.Series(values, dtype="int64")
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pd.Series([np.nan if v is None else v for v in values], dtype=float)
-    return pd.Series(values, dtype=object)
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
@@ -75,8 +65,11 @@ def load_results(path: str | Path) -> pd.DataFrame:
         n_splits = int(store.get_meta("n_splits") or 0)
         warnings = results_warnings(store.get_meta(META_KEY))
     columns = cv_results(by_candidate(rows, current), scoring, n_splits, train)
+    # scikit-learn's masked arrays, read by pandas as pandas reads GridSearchCV's cv_results_:
+    # the same dtypes (int64, float64 with NaN where a candidate lacks the key, str, object).
+    params = pd.DataFrame(param_arrays(columns["params"]), index=pd.RangeIndex(len(columns["params"])))
     results = pd.DataFrame(
-        {k: _param_column(v) if k.startswith("param_") else v for k, v in columns.items()},
+        {k: params[k] if k.startswith("param_") else v for k, v in columns.items()},
         index=pd.RangeIndex(len(columns["params"])),
     )
     results.attrs["scoring"] = scoring  # what ranked_table needs, without reopening the store
