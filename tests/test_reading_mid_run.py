@@ -69,9 +69,9 @@ def check_table(folder: Path) -> None:
 
 def test_reading_while_a_run_writes_never_fails_nor_sees_half_a_fold(make_experiment):
     path = make_experiment(
-        grid={"units": [4, 8, 16]},
+        grid={"units": [4, 8]},
         cv={"splitter": "StratifiedKFold", "n_splits": N_SPLITS, "shuffle": True, "random_state": 0},
-        fit={"epochs": 6, "batch_size": 4},
+        fit={"epochs": 5, "batch_size": 4},
         scoring=["accuracy", "f1_macro"],
         execution={"isolation": "inline"},
     )
@@ -103,7 +103,7 @@ def test_reading_while_a_run_writes_never_fails_nor_sees_half_a_fold(make_experi
         _, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
     assert len(seen) >= 5, seen  # each of the three ways read many times while the run wrote
-    assert len({n for n in seen if 0 < n < 9}) >= 2, seen  # ...and saw it half way, at several points
-    assert check_results(folder, done_before) == 9
-    assert done_before == {4: 3, 8: 3, 16: 3}
+    assert len({n for n in seen if 0 < n < 6}) >= 2, seen  # ...and saw it half way, at several points
+    assert check_results(folder, done_before) == 6
+    assert done_before == {4: 3, 8: 3}
     assert np.isfinite(gridcv.load_results(folder)["mean_test_accuracy"]).all()
