@@ -47,8 +47,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
         ``split<k>_test_<s>``, ``mean_test_<s>``, ``std_test_<s>``,
         ``rank_test_<s>`` (``<s>`` is ``score`` when scoring is one string),
         and with ``return_train_score`` ``split<k>_train_<s>``, ``mean_train_<s>``,
-        ``std_train_<s>``, then gridcv's ``n_folds_done``, ``n_folds_failed``, ``n_folds_pending``
-        and ``partial_mean_test_<s>`` (the mean over the folds done so far).
+        ``std_train_<s>``, then gridcv's ``n_folds_done``, ``n_folds_failed``, ``n_folds_pending``,
+        ``n_folds_running`` and ``partial_mean_test_<s>`` (the mean over the folds done so far).
         Unfinished folds are NaN, so means are NaN until a candidate is complete.
         ``attrs["warnings"]`` lists what makes the scores less trustworthy (callbacks
         that monitored the test fold); ``gridcv results`` prints them.
