@@ -4,11 +4,16 @@ A `gridcv run` works in a subprocess while this test reads the folder over and o
 gridcv.load_results in this process, `gridcv status` and `gridcv results` as subprocesses. Once
 the store exists, no read may fail, folds done may only grow, and no read may see a fold counted
 done without all its scores (nor a mean before every fold of its candidate is done).
+
+So that the reads see every stage of the run however loaded the machine is, the run's folds keep
+pace with them: a callback holds each fold's start until the test has finished two rounds of reads
+(so at least one whole round after the fold before it was committed).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -19,11 +24,43 @@ import pytest
 
 import gridcv
 from gridcv.errors import ResultsError
+from tests.conftest import TINY_BUILDER
 
 pytestmark = pytest.mark.slow
 
 N_SPLITS = 3
 STATUS = re.compile(r"^  folds: (\d+) total, (\d+) done, (\d+) running, (\d+) failed, (\d+) left$", re.M)
+
+
+# A fold starts once the test's read rounds (a count in a file) have gone up by two, or after 60 s.
+PACED_BUILDER = (
+    TINY_BUILDER
+    + """
+
+import pathlib, time
+
+
+class WaitForReaders(keras.callbacks.Callback):
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = pathlib.Path(counter)
+
+    def rounds(self):
+        return int(self.counter.read_text()) if self.counter.exists() else 0
+
+    def on_train_begin(self, logs=None):
+        start, deadline = self.rounds(), time.monotonic() + 60
+        while self.rounds() < start + 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+"""
+)
+
+
+def count_round(counter: Path, n: int) -> None:
+    """Tells the run's callback that ``n`` rounds of reads are complete (a whole file, never half)."""
+    partial = counter.with_name(counter.name + ".partial")
+    partial.write_text(str(n))
+    os.replace(partial, counter)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,10 +105,16 @@ def check_table(folder: Path) -> None:
 
 
 def test_reading_while_a_run_writes_never_fails_nor_sees_half_a_fold(make_experiment):
+    counter = make_experiment().parent / "read-rounds"
     path = make_experiment(
+        builder=PACED_BUILDER,
         grid={"units": [4, 8]},
         cv={"splitter": "StratifiedKFold", "n_splits": N_SPLITS, "shuffle": True, "random_state": 0},
-        fit={"epochs": 5, "batch_size": 4},
+        fit={
+            "epochs": 2,
+            "batch_size": 4,
+            "callbacks": [{"name": "builder.py:WaitForReaders", "counter": str(counter)}],
+        },
         scoring=["accuracy", "f1_macro"],
         execution={"isolation": "inline"},
     )
@@ -97,13 +140,14 @@ def test_reading_while_a_run_writes_never_fails_nor_sees_half_a_fold(make_experi
             seen.append(check_results(folder, done_before))
             check_status(folder, status_before)
             check_table(folder)
+            count_round(counter, len(seen))
     finally:
         if run.poll() is None:
             run.kill()
         _, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
-    assert len(seen) >= 5, seen  # each of the three ways read many times while the run wrote
-    assert len({n for n in seen if 0 < n < 6}) >= 2, seen  # ...and saw it half way, at several points
+    assert len(seen) >= 12, seen  # each of the three ways read many times while the run wrote...
+    assert {n for n in seen if 0 < n < 6} == {1, 2, 3, 4, 5}, seen  # ...and saw every stage of it
     assert check_results(folder, done_before) == 6
     assert done_before == {4: 3, 8: 3}
     assert np.isfinite(gridcv.load_results(folder)["mean_test_accuracy"]).all()
