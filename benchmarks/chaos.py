@@ -4,12 +4,17 @@
 
 A reference run goes uninterrupted. Then, round after round, the same
 experiment is started in a fresh results folder and killed (the whole process
-group, SIGKILL) at a random moment or at a random fault point (mid checkpoint
-write, before a checkpoint's rename, mid results commit) until it finishes;
-each round's final table is compared with the reference: same rows, scores and
-per-epoch histories exactly, no duplicates, ``PRAGMA integrity_check`` ok.
-Whole epochs redone are counted: the epoch a resumed fold starts from versus
-the newest checkpoint it had when it was killed.
+group, SIGKILL) until it finishes. Kills take turns among three kinds: mid-fold
+(as soon as a fold in flight has checkpointed an epoch it had not reached
+before, and before its last epochs), at a random fault point (mid checkpoint
+write, before a checkpoint's rename, mid results commit) and at a random moment
+after launch (TensorFlow's start-up included). Each round's final table is
+compared with the reference: same rows, scores and per-epoch histories exactly,
+no fold with two committed results, ``PRAGMA integrity_check`` ok. Whole epochs
+redone are counted: the epoch a resumed fold starts from versus the newest
+checkpoint it had when it was killed. So that a clean result means something,
+the report also counts what the kills hit: attempts abandoned mid-fold and
+attempts that resumed from a checkpoint (an epoch > 0).
 
 With ``--slots 2`` the interrupted runs train two folds at once (the reference
 keeps one slot, so the comparison also shows that scores do not depend on the
@@ -37,8 +42,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -57,6 +64,8 @@ def build(params, input_shape, n_classes):
     return model
 """
 FAULTS = ["checkpoint-write", "checkpoint-rename", "store-commit", "train-batch", "batch-checkpoint"]
+EPOCHS = 5
+KINDS = ("mid-fold", "fault", "moment")  # kill k is of kind KINDS[k % 3]
 
 
 @dataclass
@@ -66,7 +75,10 @@ class ChaosReport:
     rounds: int = 0
     kills: int = 0
     fault_kills: int = 0
+    mid_fold_kills: int = 0
     launches: int = 0
+    abandoned_attempts: int = 0
+    resumed_attempts: int = 0
     whole_epochs_redone: int = 0
     lost_folds: int = 0
     duplicated_folds: int = 0
@@ -92,7 +104,7 @@ class ChaosReport:
 
 
 def write_experiment(
-    folder: Path, name: str, samples: int = 3000, epochs: int = 5, checkpoint_every: str = "0.5s"
+    folder: Path, name: str, samples: int = 3000, epochs: int = EPOCHS, checkpoint_every: str = "0.5s"
 ) -> Path:
     """A small deterministic experiment: 2 candidates x 3 folds x ``epochs`` epochs."""
     rng = np.random.default_rng(0)
@@ -144,7 +156,7 @@ def launch(path: Path, output: Path, fault: str | None = None, slots: int = 1) -
         )
 
 
-def snapshot(output: Path) -> dict[str, dict]:
+def snapshot(output: Path) -> dict[str, Any]:
     """Fold rows by task id (only the columns that must match exactly)."""
     from gridcv.store import ResultStore
 
@@ -153,13 +165,30 @@ def snapshot(output: Path) -> dict[str, dict]:
 
 
 def in_flight_checkpoints(output: Path) -> dict[str, int]:
-    """Newest checkpoint epoch of every fold left running (read right after a kill)."""
+    """Newest checkpoint epoch of every fold marked running (0 for none); empty before the store exists."""
+    from gridcv.errors import GridcvError
     from gridcv.runner.status import read_status
     from gridcv.store import DB_NAME
 
     if not (output / DB_NAME).exists():
         return {}
-    return {f.task_id: f.checkpoint_epoch or 0 for f in read_status(output).in_flight}
+    try:
+        return {f.task_id: f.checkpoint_epoch or 0 for f in read_status(output).in_flight}
+    except GridcvError:  # the store is being created
+        return {}
+
+
+def wait_to_kill(proc: subprocess.Popen[bytes], output: Path, kind: str, rng: random.Random, reached: dict[str, int]):
+    """Waits for the moment a kill of ``kind`` strikes (or for the run to end on its own)."""
+    deadline = time.monotonic() + rng.uniform(2.0, 14.0)
+    while proc.poll() is None:
+        if kind == "moment" and time.monotonic() >= deadline:
+            return
+        if kind == "mid-fold" and any(
+            reached.get(task, 0) < epoch <= EPOCHS - 2 for task, epoch in in_flight_checkpoints(output).items()
+        ):
+            return  # a fold trained an epoch it had not reached before: this kill hits training
+        time.sleep(0.05)
 
 
 def seconds_redone(output: Path, launched_at: float, killed_at: float) -> list[float]:
@@ -223,14 +252,11 @@ def chaos_round(
     reached: dict[str, int] = {}
     while True:
         report.launches += 1
-        fault = None
-        if report.kills < max_kills and rng.random() < 0.35:
-            fault = f"{rng.choice(FAULTS)}@{rng.randint(1, 8)}"
+        kind = KINDS[report.kills % len(KINDS)] if report.kills < max_kills else "none"
+        fault = f"{rng.choice(FAULTS)}@{rng.randint(1, 8)}" if kind == "fault" else None
         launched_at = time.time()
-        proc = launch(path, output, fault if report.kills < max_kills else None, options.slots)
-        deadline = time.monotonic() + rng.uniform(2.0, 14.0)
-        while proc.poll() is None and (report.kills >= max_kills or fault or time.monotonic() < deadline):
-            time.sleep(0.05)
+        proc = launch(path, output, fault, options.slots)
+        wait_to_kill(proc, output, kind, rng, reached)
         parent_alone = False
         if proc.poll() is None:
             # the runner alone while parent kills lag behind their share; else the whole group
@@ -247,7 +273,8 @@ def chaos_round(
             tail = Path(f"{output}.stderr").read_text()[-3000:]
             raise RuntimeError(f"gridcv run exited with {proc.returncode}:\n{tail}")
         report.kills += 1
-        report.fault_kills += bool(fault)
+        report.fault_kills += kind == "fault"
+        report.mid_fold_kills += kind == "mid-fold"
         report.parent_kills += parent_alone
         report.orphaned_workers += session_survivors(proc.pid)
         report.seconds_redone += seconds_redone(output, launched_at, killed_at)
@@ -256,16 +283,28 @@ def chaos_round(
     from gridcv.store import ResultStore
 
     with ResultStore.open(output, readonly=True) as store:
-        final_attempts = {a.task_id: a for a in store.attempt_rows() if a.outcome == "done"}
+        tally_attempts(store.attempt_rows(), reached, report)
         report.integrity.append(store.integrity_check())
+
+
+def tally_attempts(attempts: list[Any], reached: dict[str, int], report: ChaosReport) -> None:
+    """Counts, from a round's attempts: folds committed twice, what the kills hit, whole epochs redone.
+
+    ``reached``: the newest checkpoint epoch each fold had when a kill struck.
+    """
+    done = [a for a in attempts if a.outcome == "done"]
+    report.duplicated_folds += sum(1 for n in Counter(a.task_id for a in done).values() if n > 1)
+    report.abandoned_attempts += sum(1 for a in attempts if a.outcome == "abandoned")
+    report.resumed_attempts += sum(1 for a in attempts if (a.resumed_from_epoch or 0) > 0)
+    final = {a.task_id: a for a in done}
     for task_id, epoch in reached.items():
-        report.whole_epochs_redone += max(0, epoch - (final_attempts[task_id].resumed_from_epoch or 0))
+        resumed = final[task_id].resumed_from_epoch if task_id in final else 0
+        report.whole_epochs_redone += max(0, epoch - (resumed or 0))
 
 
-def compare(reference: dict[str, dict], result: dict[str, dict], report: ChaosReport) -> None:
-    """Counts lost and duplicated folds, score differences and history mismatches."""
+def compare(reference: dict[str, Any], result: dict[str, Any], report: ChaosReport) -> None:
+    """Counts lost folds, score differences and history mismatches (duplicates are counted from attempts)."""
     report.lost_folds += sum(1 for t in reference if t not in result or result[t].status != "done")
-    report.duplicated_folds += max(0, len(result) - len(set(result)))
     for task_id, ref in reference.items():
         got = result.get(task_id)
         if got is None:

@@ -9,6 +9,7 @@ same folder, fsync it, rename it into place, fsync the folder.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,28 @@ class CrashPoints:
     before_rename: str
 
 
+_TEMPORARY = re.compile(r"^\..*\.tmp-\d+(\.[^.]*)?$")  # what temporary_name makes
+
+
 def temporary_name(path: Path) -> Path:
     """The temporary file ``path`` is written to first: hidden, same folder, same suffix."""
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def remove_temporary_files(folder: Path) -> list[Path]:
+    """Deletes the temporary files that writes cut short by a kill left under ``folder``; returns them.
+
+    Call it only while nothing writes into ``folder``: under the run lock, since
+    the workers of a dead run died with it.
+    """
+    removed = []
+    for parent, _dirs, files in os.walk(folder):
+        for name in files:
+            if _TEMPORARY.match(name):
+                path = Path(parent) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return sorted(removed)
 
 
 def write_atomic(path: Path, data: bytes, crash_points: CrashPoints | None = None) -> None:

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from gridcv.best_model import load_best_model
-from gridcv.cv_results import by_candidate, cv_results, param_names, scorer_keys, train_score
+from gridcv.cv_results import by_candidate, cv_results, param_arrays, param_names, scorer_keys, train_score
 from gridcv.folders import BEST_JSON, BEST_MODEL, results_folder
 from gridcv.monitoring import META_KEY, results_warnings
+from gridcv.plan import REFIT_FOLD
 from gridcv.store import FoldRow, FoldStatus, ResultStore
 
 # Defined in pandas-free modules (so `gridcv status` needs no pandas); kept importable from here.
@@ -34,16 +35,6 @@ __all__ = [
 ]
 
 
-def _param_column(values: list[Any]) -> pd.Series:
-    """Numeric dtype when every candidate has a number (as scikit-learn >= 1.5 does), else object."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present) and len(present) == len(values):
-        return pd.Series(values, dtype="int64")
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pd.Series([np.nan if v is None else v for v in values], dtype=float)
-    return pd.Series(values, dtype=object)
-
-
 def load_results(path: str | Path) -> pd.DataFrame:
     """One row per candidate, laid out like scikit-learn's ``cv_results_``.
 
@@ -56,8 +47,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
         ``split<k>_test_<s>``, ``mean_test_<s>``, ``std_test_<s>``,
         ``rank_test_<s>`` (``<s>`` is ``score`` when scoring is one string),
         and with ``return_train_score`` ``split<k>_train_<s>``, ``mean_train_<s>``,
-        ``std_train_<s>``, then gridcv's ``n_folds_done``, ``n_folds_failed``, ``n_folds_pending``
-        and ``partial_mean_test_<s>`` (the mean over the folds done so far).
+        ``std_train_<s>``, then gridcv's ``n_folds_done``, ``n_folds_failed``, ``n_folds_pending``,
+        ``n_folds_running`` and ``partial_mean_test_<s>`` (the mean over the folds done so far).
         Unfinished folds are NaN, so means are NaN until a candidate is complete.
         ``attrs["warnings"]`` lists what makes the scores less trustworthy (callbacks
         that monitored the test fold); ``gridcv results`` prints them.
@@ -74,8 +65,11 @@ def load_results(path: str | Path) -> pd.DataFrame:
         n_splits = int(store.get_meta("n_splits") or 0)
         warnings = results_warnings(store.get_meta(META_KEY))
     columns = cv_results(by_candidate(rows, current), scoring, n_splits, train)
+    # scikit-learn's masked arrays, read by pandas as pandas reads GridSearchCV's cv_results_:
+    # the same dtypes (int64, float64 with NaN where a candidate lacks the key, str, object).
+    params = pd.DataFrame(param_arrays(columns["params"]), index=pd.RangeIndex(len(columns["params"])))
     results = pd.DataFrame(
-        {k: _param_column(v) if k.startswith("param_") else v for k, v in columns.items()},
+        {k: params[k] if k.startswith("param_") else v for k, v in columns.items()},
         index=pd.RangeIndex(len(columns["params"])),
     )
     results.attrs["scoring"] = scoring  # what ranked_table needs, without reopening the store
@@ -93,7 +87,9 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         Columns ``task_id``, ``candidate_index``, ``params``, ``param_<key>``,
         ``fold``, ``status``, ``attempts``, ``test_<scorer>`` per scorer,
         ``fit_time``, ``score_time``, ``epochs_run``, ``batch_size``,
-        ``accumulation_steps``, ``effective_batch_size``, ``seed``, ``cause``,
+        ``accumulation_steps``, ``effective_batch_size``, ``batch_lowered_by`` (when another
+        fold of the candidate ran out of memory at a larger batch, so this one started
+        smaller: ``fold 0 ran out of memory at batch 64``), ``seed``, ``cause``,
         ``error``, ``message``, ``peak_rss``, ``worker_id``, ``worker_folds``,
         ``started_at``, ``finished_at``; then the training details: ``train_<scorer>``
         (with ``return_train_score``), ``precision``, ``best_epoch`` and
@@ -101,8 +97,10 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         training early), ``model_path`` (``model_checkpoint``), ``gpu_peak_memory``,
         ``n_fit_samples`` and ``n_monitored_samples`` (samples trained on and monitored
         by callbacks), ``monitored`` (``train_split``, ``test_fold`` or None: what
-        callbacks monitored), and ``best_<metric>`` per Keras metric of the history
-        (``best_val_loss``, ...). ``attrs["warnings"]`` as in :func:`load_results`.
+        callbacks monitored), ``notes`` (what the worker told of the fold's last attempt:
+        a damaged checkpoint passed over, a callback a resume resets), and ``best_<metric>``
+        per Keras metric of the history (``best_val_loss``, ...). ``attrs["warnings"]`` as
+        in :func:`load_results`.
     """
     folder = results_folder(path)
     with ResultStore.open(folder, readonly=True) as store:
@@ -129,6 +127,7 @@ def _fold_record(
         rec[key] = getattr(r, key)
     b, a = r.batch_size, r.accumulation_steps
     rec["effective_batch_size"] = b * a if b and a else None
+    rec["batch_lowered_by"] = _lowered_by(r.info.get("batch_lowered_by"))
     for key in ("seed", "cause", "error", "message", "peak_rss", "worker_id", "worker_folds", "started_at"):
         rec[key] = getattr(r, key)
     rec["finished_at"] = r.finished_at
@@ -138,8 +137,18 @@ def _fold_record(
     rec["gpu_peak_memory"] = r.info.get("gpu_peak_memory")
     rec.update({k: r.info.get(k) for k in ("n_fit_samples", "n_monitored_samples")})
     rec["monitored"] = r.info.get("monitored", _monitored_before_sizes(r, record))
+    rec["notes"] = "; ".join(r.info.get("notes", [])) or None
     rec.update({f"best_{m}": r.info.get("history_best", {}).get(m, np.nan) for m in metrics})
     return rec
+
+
+def _lowered_by(lowered: dict[str, Any] | None) -> str | None:
+    """Which task of the candidate ran out of memory at the batch that set this fold's (its ``fold`` numbering)."""
+    if not lowered:
+        return None
+    fold = lowered.get("fold")
+    where = "the refit" if fold == REFIT_FOLD else f"fold {fold}"
+    return f"{where} ran out of memory at batch {lowered.get('oom_batch_size')}"
 
 
 def _monitored_before_sizes(r: FoldRow, record: dict[str, Any] | None) -> str | None:

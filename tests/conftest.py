@@ -237,3 +237,71 @@ def write_crashed_run(folder: Path) -> None:
         outcome = FoldOutcome(first, OutcomeKind.DONE, scores={"accuracy": 0.8}, fit_time=2.0, score_time=0.5)
         store.record(outcome, FoldStatus.DONE)
         store.mark_running(plan.tasks[1].task_id, 8, 1)
+
+
+SEEN_BUILDER = '''
+import hashlib
+import json
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+LOG = pathlib.Path(__file__).with_name("seen.txt")
+
+
+def _log(kind, x):
+    with LOG.open("a") as f:
+        for row in np.asarray(x):
+            f.write(f"{kind} {hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest()}\\n")
+    return np.float32(0.0)
+
+
+class Seen(keras.layers.Layer):
+    """Passes its input through; logs a hash of every sample it sees, trained on or predicted."""
+
+    def call(self, x, training=None):
+        kind = "train" if training else "infer"
+        seen = tf.numpy_function(lambda a: _log(kind, a), [x], tf.float32)
+        return x + 0.0 * tf.reshape(seen, [])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def build(params, input_shape, n_classes):
+    with LOG.open("a") as f:
+        f.write(f"build {json.dumps(params, sort_keys=True)}\\n")
+    model = keras.Sequential([
+        keras.Input(shape=input_shape),
+        Seen(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(n_classes, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", jit_compile=False)
+    return model
+'''
+
+
+def row_hashes(x: np.ndarray) -> list[str]:
+    """The hash :data:`SEEN_BUILDER` logs for each sample (row) of ``x``, as fed to the model."""
+    import hashlib
+
+    return [hashlib.sha1(np.ascontiguousarray(row).tobytes()).hexdigest() for row in np.asarray(x)]
+
+
+def seen_by_build(folder: Path) -> list[tuple[dict[str, Any], list[str], list[str]]]:
+    """What a model of :data:`SEEN_BUILDER` saw, per build in order (the first is gridcv's up-front
+    check): its parameters, the hashes it trained on, the hashes it predicted (scoring)."""
+    import json
+
+    builds: list[tuple[dict[str, Any], list[str], list[str]]] = []
+    for line in (folder / "seen.txt").read_text().splitlines():
+        kind, value = line.split(" ", 1)
+        if kind == "build":
+            builds.append((json.loads(value), [], []))
+        else:
+            builds[-1][1 if kind == "train" else 2].append(value)
+    return builds

@@ -10,7 +10,9 @@ import pytest
 import gridcv
 from gridcv.config import load_experiment
 from gridcv.plan import monitoring_split
+from gridcv.runner.progress import SilentReporter
 from gridcv.store.checkpoints import list_checkpoints, read_checkpoint
+from tests.conftest import TINY_BUILDER
 
 # min_delta larger than any change in the loss: no epoch after the first counts as an
 # improvement, so when callbacks act does not depend on the numbers training produces.
@@ -79,6 +81,75 @@ def test_resumed_fold_keeps_early_stopping_and_plateau_state(uncompiled_experime
     # epoch 2 would have been a new 'best' and epoch 3 would still run at 0.1.
     for history in _histories(folder):
         assert history["learning_rate"] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+
+
+class Messages(SilentReporter):
+    """Keeps the run's one-line messages."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+STATELESS = (
+    "callback StopOnMarker has no get_state()/set_state(): what it keeps between epochs is lost when a fold "
+    "resumes from a checkpoint (define both for exact resumes; see the README)"
+)
+
+
+def test_a_damaged_checkpoint_and_a_stateless_callback_are_said_once(uncompiled_experiment, clear_stop_request):
+    marker = uncompiled_experiment().parent / "stop-now"
+    stopper = {"name": "builder.py:StopOnMarker", "marker": str(marker)}
+    path = uncompiled_experiment(fit=_fit(4, stopper), grid={"units": [4]}, cv={"splitter": "KFold", "n_splits": 2})
+    folder = path.parent / "results" / "tiny"
+    for _ in range(2):  # stopped after epoch 1, then resumed and stopped after epoch 2
+        marker.touch()
+        with pytest.raises(gridcv.RunInterrupted):
+            gridcv.run_experiment(path)
+        clear_stop_request.clear()
+    newest, previous = list_checkpoints(next((folder / "checkpoints").glob("*/*")))
+    assert (newest.name, previous.name) == ("epoch-00002.npz", "epoch-00001.npz")
+    newest.write_bytes(newest.read_bytes()[:100])
+    messages = Messages()
+    gridcv.run_experiment(path, reporter=messages)
+    note = f"damaged checkpoint passed over: {newest} (File is not a zip file); resumed from epoch 1"
+    assert messages.lines == [
+        "checking the model builder builder.py:build ...",
+        f"candidate 1 fold 1 (units=4): {note}",
+        f"candidate 1 fold 1 (units=4): {STATELESS}",  # once per run, though both folds have it
+    ]
+    folds = gridcv.load_folds(path)
+    assert folds["notes"].tolist() == [f"{note}; {STATELESS}", STATELESS]
+    assert gridcv.load_attempts(path)["resumed_from_epoch"].tolist() == [0, 1, 1, 0]
+
+
+def test_a_callback_with_get_state_and_set_state_is_not_warned_about(make_experiment):
+    builder = (
+        TINY_BUILDER
+        + """
+
+class Counter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+
+    def get_state(self):
+        return {"epochs": self.epochs}
+
+    def set_state(self, state):
+        self.epochs = state["epochs"]
+"""
+    )
+    path = make_experiment(builder=builder, fit=_fit(1, {"name": "builder.py:Counter"}), grid={"units": [4]})
+    messages = Messages()
+    gridcv.run_experiment(path, reporter=messages)
+    assert messages.lines == ["checking the model builder builder.py:build ..."]
+    assert gridcv.load_folds(path)["notes"].isna().all()
 
 
 def _histories(folder):

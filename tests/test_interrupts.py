@@ -138,10 +138,37 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
         )
     newest = list_checkpoints(tmp_path)[0]
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    skipped: list[str] = []
     with caplog.at_level(logging.WARNING):
-        state, arrays = newest_usable(tmp_path, signature)
+        found = newest_usable(tmp_path, signature, skipped=skipped)
+    assert found is not None
+    state, arrays = found
     assert state.epoch == 1 and arrays[0].tolist() == [1.0, 1.0]
     assert f"checkpoint {newest} cannot be used" in caplog.text
+    assert skipped == [f"{newest} (File is not a zip file)"]
+
+
+@pytest.mark.parametrize(
+    "error", [PermissionError(13, "Permission denied"), MemoryError(), OSError(5, "Input/output error")]
+)
+def test_a_checkpoint_unreadable_for_another_reason_than_damage_is_not_passed_over(tmp_path, monkeypatch, error):
+    """Root reads every file, so the file system's refusal is played by np.load: only damage falls back."""
+    signature = [[[2], "float32"]]
+    for epoch in (1, 2):
+        save_checkpoint(tmp_path, TrainingState(epoch=epoch), [np.full(2, epoch, np.float32)], signature)
+    newest = list_checkpoints(tmp_path)[0]
+    load = np.load
+
+    def refusing(path, *args, **kwargs):
+        if Path(path) == newest:
+            raise error
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", refusing)
+    skipped: list[str] = []
+    with pytest.raises(type(error)):
+        newest_usable(tmp_path, signature, skipped=skipped)
+    assert skipped == []
 
 
 def test_every_checkpoint_corrupt_means_a_fresh_start_with_a_warning(tmp_path, caplog):
@@ -175,15 +202,24 @@ def test_a_run_with_a_corrupted_checkpoint_still_finishes(make_experiment):
     path = make_experiment(**SLOW)
     folder = path.parent / "results" / "tiny"
     kill_in_first_fold(path)
-    checkpoints = list((folder / "checkpoints").rglob("epoch-*.npz"))
-    assert len(checkpoints) == 2
+    checkpoints = sorted((folder / "checkpoints").rglob("epoch-*.npz"), reverse=True)
+    assert [c.name for c in checkpoints] == ["epoch-00003.npz", "epoch-00002.npz"]
     for ckpt in checkpoints:
-        ckpt.write_bytes(b"garbage")
-    resumed = start(path, "--quiet")
-    _, err = resumed.communicate(timeout=300)
+        ckpt.write_bytes(ckpt.read_bytes()[:100])  # cut short
+    resumed = start(path)  # not quiet: the log's lines are what a user reads
+    out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert gridcv.load_folds(path)["status"].tolist() == ["done", "done"]
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["done", "done"]
     with ResultStore.open(folder, readonly=True) as store:
         assert store.integrity_check() == "ok"
-    log = (folder / "logs").glob("worker-*.log")
-    assert any("no usable checkpoint" in p.read_text() for p in log)
+    assert gridcv.load_attempts(path)["resumed_from_epoch"].tolist()[1] == 0
+    why = "File is not a zip file"
+    note = (
+        f"damaged checkpoint passed over: {checkpoints[0]} ({why}); {checkpoints[1]} ({why}); "
+        "started again from epoch 0"
+    )
+    assert folds["notes"].iloc[0] == note and np.isnan(folds["notes"].iloc[1])  # in the fold's row...
+    lines = [re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", line) for line in out.splitlines()]
+    assert f"candidate 1 fold 1 (units=4): {note}" in lines  # ...and in the run's output, once
+    assert sum(note in line for line in lines) == 1

@@ -62,7 +62,9 @@ class ScriptedExecutor:
                 continue
             kind = K.INTERRUPTED if self._stopping else self.script[job.task.fold].popleft()
             events.append(Progress(slot, EpochEnded(job.task.task_id, 1, job.epochs)))
-            outcome = FoldOutcome(job.task.task_id, kind, batch_size=job.batch_size, accumulation_steps=1)
+            outcome = FoldOutcome(
+                job.task.task_id, kind, batch_size=job.batch_size, accumulation_steps=job.accumulation_steps
+            )
             if kind is K.FATAL:
                 outcome = FoldOutcome(job.task.task_id, kind, batch_size=job.batch_size, message="broken builder")
             events.append(Finished(slot, outcome))
@@ -94,9 +96,14 @@ class Recorder(SilentReporter):
         self.epochs.append((task.fold, epoch.epoch))
 
 
-def loop_for(make_experiment, tmp_path: Path, executor: ScriptedExecutor, stop: threading.Event | None = None):
+def loop_for(
+    make_experiment, tmp_path: Path, executor: ScriptedExecutor, stop: threading.Event | None = None, **execution
+):
     """A TaskLoop over a real experiment's 4 folds (2 candidates x 2 splits) and a real store."""
-    experiment = load_experiment(make_experiment(grid={"units": [4, 8]}, fit={"epochs": 2, "batch_size": 16}))
+    path = make_experiment(
+        grid={"units": [4, 8]}, fit={"epochs": 2, "batch_size": 16}, execution={"isolation": "inline", **execution}
+    )
+    experiment = load_experiment(path)
     labels = __import__("numpy").arange(60) % 3
     plan = make_plan(experiment.spec, labels)
     store = ResultStore.open(tmp_path / "store", create=True)
@@ -167,3 +174,33 @@ def test_finished_folds_are_not_started_again(make_experiment, tmp_path):
     store.record(FoldOutcome(plan.tasks[0].task_id, K.DONE), FoldStatus.DONE)
     assert loop.run_all(works) == 3
     assert [fold for _, fold, _, _ in executor.started] == [1, 0, 1]
+
+
+def test_one_oom_per_candidate_its_next_fold_starts_at_the_batch_that_fit(make_experiment, tmp_path):
+    executor = ScriptedExecutor(1, {0: [K.KILLED, K.DONE, K.DONE], 1: [K.DONE, K.DONE]})
+    loop, works, store, _ = loop_for(make_experiment, tmp_path, executor)
+    assert loop.run_all(works) == 5
+    # candidate 1: fold 1 killed at 16, done at 8; fold 2 starts at 8. Candidate 2 is not affected.
+    assert executor.started == [(0, 0, 1, 16), (0, 0, 2, 8), (0, 1, 1, 8), (0, 0, 1, 16), (0, 1, 1, 16)]
+    rows = {(r.candidate_index, r.fold): r for r in store.fold_rows()}
+    assert (rows[0, 1].batch_size, rows[0, 1].accumulation_steps, rows[0, 1].attempts) == (8, 2, 1)
+    assert rows[0, 1].info["batch_lowered_by"] == {"fold": 0, "oom_batch_size": 16}
+    assert "batch_lowered_by" not in rows[0, 0].info and "batch_lowered_by" not in rows[1, 1].info
+
+
+def test_with_no_batch_left_a_candidates_next_fold_fails_without_training(make_experiment, tmp_path):
+    executor = ScriptedExecutor(1, {0: [K.OOM, K.OOM, K.DONE], 1: [K.DONE]})
+    loop, works, store, plan = loop_for(make_experiment, tmp_path, executor, min_batch_size=8)
+    assert loop.run_all(works) == 4  # the run goes on
+    # candidate 1 fold 1: out of memory at 16 and at 8, and 4 is below min_batch_size: failed
+    assert executor.started == [(0, 0, 1, 16), (0, 0, 2, 8), (0, 0, 1, 16), (0, 1, 1, 16)]
+    assert statuses(store, plan) == ["failed", "failed", "done", "done"]
+    untried = store.attempts_of(plan.tasks[1].task_id)
+    assert [(a.outcome, a.batch_size, a.message) for a in untried] == [
+        (
+            K.OOM,
+            None,
+            "not trained: fold 1 of this candidate ran out of memory at batch 8, and execution.min_batch_size is 8; "
+            "lower it to let smaller batches be tried",
+        )
+    ]

@@ -70,8 +70,8 @@ def test_oom_retry_doubles_accumulation_on_top_of_the_requested(make_experiment)
     assert requested_accumulation(spec, {}) == 2
     assert requested_accumulation(spec, {"gradient_accumulation_steps": 3}) == 3
     oom = AttemptRow("t", 1, OutcomeKind.OOM, None, None, 32, 2, None, "w1", 0, 0.0, 1.0)
-    batch, retry = retry_shape(32, [oom])
-    assert batch * retry * requested_accumulation(spec, {}) == 32 * 2  # the effective batch is kept
+    shape = retry_shape(32, [oom])
+    assert shape.batch * shape.accumulation * requested_accumulation(spec, {}) == 32 * 2  # the effective batch is kept
 
 
 def test_accumulation_on_a_loss_scaled_optimizer():

@@ -16,6 +16,7 @@ from gridcv.plan import REFIT_FOLD, FoldTask
 from gridcv.runner.live import TerminalReporter, estimate_remaining
 from gridcv.runner.progress import FinishedFold, LineReporter, RunShape, SilentReporter, make_reporter
 from gridcv.store import FoldStatus
+from tests.conftest import TINY_BUILDER
 
 
 def test_terminal_display_shows_folds_params_and_scores(make_experiment):
@@ -165,10 +166,37 @@ def test_the_heartbeat_thread_prints_during_a_fold_and_stops_with_the_run(utc):
     assert len(out.getvalue().splitlines()) == count  # end() stopped the thread
 
 
+# Fails its 2nd and 3rd builds (the 1st is gridcv's up-front check): the first fold needs two retries.
+FLAKY_BUILDER = TINY_BUILDER.replace(
+    "def build(params, input_shape, n_classes):\n",
+    """def build(params, input_shape, n_classes):
+    import pathlib
+    counter = pathlib.Path(__file__).with_name("builds")
+    n = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(n))
+    if n in (2, 3):
+        raise RuntimeError(f"flaky build {n}")
+""",
+)
+
+
 def test_command_line_execution_keys_win_over_the_file(make_experiment, capsys):
-    path = make_experiment(execution={"isolation": "process", "folds_per_worker": 1})
+    path = make_experiment(builder=FLAKY_BUILDER, execution={"isolation": "process", "folds_per_worker": 1})
     assert main(["run", str(path), "--quiet", "--isolation", "inline", "--max-retries", "2"]) == 0
-    assert gridcv.load_folds(path)["worker_id"].tolist() == ["inline"] * 4
+    folds = gridcv.load_folds(path)
+    assert folds["worker_id"].tolist() == ["inline"] * 4  # --isolation won over the file's process
+    # --max-retries 2 won over the file's default of 0: the first fold failed twice and was retried twice
+    assert folds["status"].tolist() == ["done"] * 4 and folds["attempts"].tolist() == [3, 1, 1, 1]
+    attempts = gridcv.load_attempts(path)
+    first = attempts[attempts["task_id"] == folds["task_id"].iloc[0]]
+    assert first["outcome"].tolist() == ["error", "error", "done"]
+    assert first["message"].tolist()[:2] == ["RuntimeError: flaky build 2", "RuntimeError: flaky build 3"]
+
+
+def test_without_the_option_the_files_max_retries_applies(make_experiment):
+    path = make_experiment(builder=FLAKY_BUILDER)  # max_retries: 0 by default
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert gridcv.load_folds(path)["status"].tolist() == ["failed", "failed", "done", "done"]  # builds 2 and 3
 
 
 def test_every_execution_key_is_a_command_line_option_made_from_the_schema():

@@ -11,7 +11,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import gridcv
 from gridcv.store import FoldStatus, ResultStore
-from tests.conftest import write_arrays
+from tests.conftest import SEEN_BUILDER, seen_by_build, write_arrays
 
 
 class _Prior(ClassifierMixin, BaseEstimator):
@@ -31,10 +31,14 @@ class _Prior(ClassifierMixin, BaseEstimator):
         return np.zeros(len(X), dtype=int)
 
 
-def test_train_score_columns_match_scikit_learn(make_experiment):
+def test_train_score_columns_match_scikit_learn(make_experiment, tmp_path):
     scoring = ["accuracy", "neg_log_loss"]
-    path = make_experiment(scoring=scoring, return_train_score=True, train_score_max_samples=10)
+    path = make_experiment(builder=SEEN_BUILDER, scoring=scoring, return_train_score=True, train_score_max_samples=10)
     gridcv.run_experiment(path)
+    # Each fold scored its 30 test samples and exactly 10 of the 30 it trained on (train_score_max_samples).
+    for _, trained, scored in seen_by_build(tmp_path)[1:]:
+        assert len(set(trained)) == 30 and len(scored) == len(set(scored)) == 40
+        assert len(set(scored) & set(trained)) == 10
     results = gridcv.load_results(path)
     x, y = np.zeros((60, 1)), np.arange(60) % 3
     search = GridSearchCV(

@@ -238,3 +238,22 @@ def test_load_attempts_shows_where_each_attempt_ran(tmp_path):
         [1, "lost", "dask tcp://10.0.0.5:40123", "GPU 0", "node9"],
         [2, "done", "GPU 1", "GPU 1", "node7"],
     ]
+
+
+def test_candidate_attempts_are_the_other_tasks_of_the_same_candidate_with_their_fold(tmp_path):
+    refit = FoldTask("r0", "c0", 0, -1, {"u": 0}, 99)
+    with ResultStore.open(tmp_path, create=True) as store:
+        store.add_tasks(TASKS)
+        store.add_refit(refit)
+        store.mark_running("t00", 16, 1)
+        store.record(FoldOutcome("t00", OutcomeKind.KILLED, batch_size=16, accumulation_steps=1), FoldStatus.PENDING)
+        store.mark_running("t00", 8, 2)
+        store.record(done("t00"), FoldStatus.DONE)
+        store.mark_running("t10", 16, 1)  # another candidate
+        store.record(FoldOutcome("t10", OutcomeKind.OOM, batch_size=16), FoldStatus.PENDING)
+        store.mark_running("r0", 8, 2)  # in flight: no outcome yet
+        seen = [(a.task_id, a.fold, a.attempt, a.outcome, a.batch_size) for a in store.candidate_attempts("t01")]
+        assert seen == [("t00", 0, 1, "killed", 16), ("t00", 0, 2, "done", 8), ("r0", -1, 1, None, 8)]
+        assert [(a.task_id, a.fold) for a in store.candidate_attempts("r0")] == [("t00", 0), ("t00", 0)]
+        assert [(a.task_id, a.outcome) for a in store.candidate_attempts("t11")] == [("t10", "oom")]
+        assert store.attempts_of("t00")[0].fold is None  # only the candidate query joins the fold

@@ -5,6 +5,7 @@ These spawn real workers (each imports TensorFlow, a few seconds) and kill them 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -12,10 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
 import gridcv
+from gridcv.config import ExecutionSpec
+from gridcv.execution.messages import FoldOutcome, OutcomeKind
+from gridcv.execution.processes import _Slot, _Worker
+from gridcv.store import FoldStatus
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +93,8 @@ def test_worker_killed_mid_fold_is_retried_with_half_the_batch(make_experiment):
     killed = folds.loc[4].iloc[0]
     assert (killed["attempts"], killed["batch_size"], killed["accumulation_steps"]) == (2, 8, 2)
     assert killed["effective_batch_size"] == 16
+    assert folds.loc[4]["attempts"].tolist() == [2, 1]  # its second fold started at the batch that fit
+    assert folds.loc[4]["batch_size"].tolist() == [8, 8]
     assert folds.loc[8]["attempts"].tolist() == [1, 1]
     assert folds.loc[8]["batch_size"].tolist() == [16, 16]
     attempts = gridcv.load_attempts(path)
@@ -106,6 +114,7 @@ def test_worker_killed_with_on_oom_skip_fails_only_that_fold(make_experiment):
     folds = gridcv.load_folds(path)
     assert folds["status"].tolist() == ["failed", "done", "done", "done"]
     assert folds["cause"].iloc[0] == "killed"
+    assert folds["batch_size"].tolist() == [16] * 4  # skip tries no smaller batch, in any fold
 
 
 def test_worker_killed_with_on_oom_stop_ends_the_run_and_resumes(make_experiment):
@@ -123,7 +132,7 @@ def test_memory_error_is_out_of_memory(make_experiment):
     attempts = gridcv.load_attempts(path)
     assert attempts["outcome"].tolist().count("oom") == 1
     assert attempts[attempts["outcome"] == "oom"]["message"].iloc[0] == "MemoryError: simulated"
-    assert gridcv.load_folds(path)["batch_size"].tolist() == [8, 16, 16, 16]
+    assert gridcv.load_folds(path)["batch_size"].tolist() == [8, 8, 16, 16]  # one OOM per candidate
 
 
 def test_memory_guard_stops_a_worker_over_its_limit(make_experiment):
@@ -187,3 +196,112 @@ def test_workers_die_with_their_runner(make_experiment, tmp_path):
     runner.wait()
     _gone, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == []
+
+
+# Candidate units=4 asks TensorFlow for a tensor of 2**33 floats per sample above 8 in a batch: at
+# batch 16 the allocation fails and TensorFlow raises its own ResourceExhaustedError inside fit; at
+# batch 8 it asks for nothing. (TF_ENABLE_ONEDNN_OPTS=0 makes the CPU allocator fail at once instead
+# of retrying for 10 seconds.)
+HUNGRY = """
+import keras
+import tensorflow as tf
+
+
+class Hungry(keras.layers.Layer):
+    def call(self, x):
+        extra = tf.maximum(tf.shape(x, out_type=tf.int64)[0] - 8, 0) * 2**33
+        return x + 0.0 * tf.reduce_sum(tf.zeros(tf.reshape(extra, [1])))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def build(params, input_shape, n_classes):
+    hungry = [Hungry()] if params["units"] == 4 else []
+    model = keras.Sequential([
+        keras.Input(shape=input_shape),
+        *hungry,
+        keras.layers.Dense(params["units"], activation="relu"),
+        keras.layers.Dense(n_classes, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False)
+    return model
+"""
+
+
+@pytest.fixture
+def cpu_allocator(monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # the workers' TensorFlow fails an allocation at once
+
+
+def test_tensorflows_resource_exhausted_error_in_fit_is_retried_once_per_candidate(make_experiment, cpu_allocator):
+    path = make_experiment(builder=HUNGRY, execution={"isolation": "process"})
+    gridcv.run_experiment(path)
+    attempts = gridcv.load_attempts(path)
+    oom = attempts[attempts["outcome"] == "oom"]
+    assert len(oom) == 1 and oom["batch_size"].iloc[0] == 16
+    assert (
+        oom["message"]
+        .iloc[0]
+        .startswith("ResourceExhaustedError: OOM when allocating tensor with shape[68719476736] and type float")
+    )
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["done"] * 4
+    assert folds["attempts"].tolist() == [2, 1, 1, 1]  # the candidate's second fold started at the batch that fit
+    assert folds["batch_size"].tolist() == [8, 8, 16, 16]
+    assert folds["accumulation_steps"].tolist() == [2, 2, 1, 1]
+    assert folds["effective_batch_size"].tolist() == [16] * 4
+    assert folds["batch_lowered_by"].fillna("").tolist() == ["", "fold 0 ran out of memory at batch 16", "", ""]
+
+
+def test_min_batch_size_reached_fails_the_candidates_folds_and_the_run_goes_on(make_experiment, cpu_allocator):
+    path = make_experiment(builder=HUNGRY, execution={"isolation": "process", "min_batch_size": 16})
+    summary = gridcv.run_experiment(path)
+    assert summary.counts[FoldStatus.DONE] == 2 and summary.counts[FoldStatus.FAILED] == 2
+    folds = gridcv.load_folds(path)
+    assert folds["status"].tolist() == ["failed", "failed", "done", "done"]
+    assert folds["cause"].tolist() == ["oom", "oom", "done", "done"]
+    assert folds["message"].iloc[0].startswith("ResourceExhaustedError: OOM when allocating tensor")
+    assert folds["message"].iloc[1] == (
+        "not trained: fold 1 of this candidate ran out of memory at batch 16, and execution.min_batch_size is 16; "
+        "lower it to let smaller batches be tried"
+    )
+    assert folds["attempts"].tolist() == [1, 1, 1, 1]
+    results = gridcv.load_results(path)
+    assert results["rank_test_score"].tolist() == [2, 1]
+
+
+def hold_memory(conn, mib: int) -> None:
+    """A stand-in worker process: holds ``mib`` MiB of its own memory until told to stop."""
+    held = np.ones(mib * 2**20 // 8)
+    conn.send(("ready", os.getpid()))
+    while conn.recv()[0] != "stop":
+        pass
+    del held
+
+
+def stand_in_worker(worker_id: str, mib: int) -> _Worker:
+    """A _Worker (its real rss() and stop()) whose process holds ``mib`` MiB instead of running folds."""
+    ctx = multiprocessing.get_context("spawn")
+    worker = _Worker.__new__(_Worker)
+    worker.id, worker.folds, worker.ready, worker.log_path = worker_id, 1, True, None
+    worker.conn, child = ctx.Pipe()
+    worker.process = ctx.Process(target=hold_memory, args=(child, mib), daemon=True)
+    worker.process.start()
+    child.close()
+    assert worker.conn.recv()[0] == "ready"
+    return worker
+
+
+@pytest.mark.parametrize(("held", "replaced"), [(400, True), (20, False)])
+def test_a_worker_above_max_worker_memory_after_a_fold_is_replaced(held, replaced):
+    execution = ExecutionSpec(max_worker_memory="200MiB")
+    spares = iter([stand_in_worker("w2", 10)])
+    slot = _Slot(0, lambda: next(spares), execution, int(execution.max_worker_memory))
+    slot.worker, slot.job = stand_in_worker("w1", held), object()  # type: ignore[assignment]
+    first = slot.worker
+    finished = slot._finished(FoldOutcome("t", OutcomeKind.DONE))
+    assert finished.outcome.kind is OutcomeKind.DONE and slot.job is None  # the fold itself is done
+    assert (not first.alive()) is replaced
+    assert slot.ensure_worker(wait=False).id == ("w2" if replaced else "w1")  # the next fold's worker
+    slot.stop()

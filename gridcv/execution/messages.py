@@ -152,8 +152,10 @@ class FoldOutcome:
         info: What else the fold reports: ``precision``, ``effective_batch_size``,
             ``best_epoch`` and ``stopped_epoch`` (1-based), ``monitor``,
             ``history_best`` (best value of each Keras metric), ``train_scores``,
-            ``model_path``; the runner adds ``n_fit_samples``, ``n_monitored_samples``
-            and ``monitored`` (see :func:`gridcv.runner.jobs.monitoring_info`).
+            ``model_path``, ``notes`` (as :attr:`EpochEnded.notes`); the runner adds
+            ``n_fit_samples``, ``n_monitored_samples`` and ``monitored`` (see
+            :func:`gridcv.runner.jobs.monitoring_info`) and ``batch_lowered_by`` (see
+            :meth:`gridcv.runner.policy.Shape.info`).
     """
 
     task_id: str
@@ -201,6 +203,8 @@ class EpochEnded:
         epochs: Epochs the fold trains for.
         logs: Keras's logs of the epoch (loss, metrics, ``val_`` metrics).
         resumed_from: Epochs restored from a checkpoint when this attempt started.
+        notes: What the user must hear of this attempt, once (a damaged checkpoint
+            passed over, a callback whose state a resume loses).
     """
 
     task_id: str
@@ -208,6 +212,7 @@ class EpochEnded:
     epochs: int
     logs: dict[str, float] = field(default_factory=dict)
     resumed_from: int = 0
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

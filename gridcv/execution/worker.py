@@ -98,8 +98,15 @@ def attempt_fold(
         if disk is not None:
             return replace(failed, kind=OutcomeKind.FATAL, message=disk, error=traceback.format_exc())
         kind = OutcomeKind.OOM if is_out_of_memory(exc) else OutcomeKind.ERROR
-        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-        return replace(failed, kind=kind, message=message, error=traceback.format_exc())
+        return replace(failed, kind=kind, message=one_line(exc), error=traceback.format_exc())
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, for tables. TensorFlow's graph errors start with
+    ``Graph execution error:``; for an allocation that failed, the line that says so is taken instead."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    oom = [line for line in lines if line.startswith("OOM when allocating")]
+    return f"{type(exc).__name__}: {(oom or lines or [''])[0]}".strip()[:500]
 
 
 def attempt_check(job: FoldJob) -> tuple[str, Any]:

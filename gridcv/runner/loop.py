@@ -16,7 +16,7 @@ import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ from gridcv.errors import RunInterrupted, RunStopped, UserError
 from gridcv.execution import Executor
 from gridcv.execution.messages import Finished, FoldOutcome, OutcomeKind, Progress
 from gridcv.monitoring import Monitoring
-from gridcv.plan import REFIT_FOLD, Plan
+from gridcv.plan import REFIT_FOLD, FoldTask, Plan
 from gridcv.runner.jobs import Assignment, base_batch, build_job, monitoring_info, requested_accumulation
 from gridcv.runner.policy import Decision, Stop, decide, retry_shape
-from gridcv.runner.progress import Reporter
+from gridcv.runner.progress import Reporter, fold_name
 from gridcv.store import AttemptRow, FoldStatus, ResultStore
 
 POLL_SECONDS = 0.5
@@ -46,11 +46,13 @@ class RunContext:
     execution: ExecutionSpec
     reporter: Reporter
     monitoring: Monitoring
+    told: set[str] = field(default_factory=set)  # notes of workers already shown: each once per run
 
 
 @dataclass(frozen=True)
 class InFlight:
-    """An attempt handed to a slot: what it runs, the attempts before it, what its row records of its samples."""
+    """An attempt handed to a slot: what it runs, the attempts before it, and what its row records besides
+    the outcome (its samples; the fold whose out-of-memory attempt set its batch)."""
 
     work: Assignment
     attempt: int
@@ -113,33 +115,44 @@ class TaskLoop:
         free = [s for s in range(self.run.executor.slots) if s not in self.in_flight]
         while free and queue and stopping is None and not self.stop.is_set():
             work = queue.popleft()
-            if self._unfinished(work):
-                self._start(free.pop(0), work)
+            if self._unfinished(work) and self._start(free[0], work):
+                free.pop(0)
 
     def _unfinished(self, work: Assignment) -> bool:
         return not self.run.store.status_of(work.task.task_id).is_finished()
 
-    def _start(self, slot: int, work: Assignment) -> None:
+    def _start(self, slot: int, work: Assignment) -> bool:
+        """Starts the task's next attempt on ``slot``; False if it failed at once (no batch left that fits)."""
         run = self.run
         spec, task = run.experiment.spec, work.task
         earlier = tuple(run.store.attempts_of(task.task_id))
-        batch, accumulation = retry_shape(base_batch(spec, task.params), earlier)
-        accumulation *= requested_accumulation(spec, task.params) or 1
+        candidate = run.store.candidate_attempts(task.task_id)
+        shape = retry_shape(base_batch(spec, task.params), earlier, candidate, run.execution.on_oom)
+        batch, accumulation = shape.batch, shape.accumulation * (requested_accumulation(spec, task.params) or 1)
         attempt = run.store.mark_running(task.task_id, batch, accumulation, run.executor.placement(slot))
+        if not shape.fits(run.execution.min_batch_size):
+            message = shape.unfit_message(run.execution.min_batch_size)
+            outcome = FoldOutcome(task.task_id, OutcomeKind.OOM, message=message, info=shape.info())
+            run.store.record(outcome, FoldStatus.FAILED)
+            run.reporter.fold_finished(task, outcome, FoldStatus.FAILED)
+            return False
         self.attempts += 1
         job = build_job(run.experiment, run.plan, work, run.folder, batch, accumulation, attempt, run.monitoring)
         run.reporter.fold_started(task, attempt, batch, slot)
-        samples = monitoring_info(job, run.monitoring)
+        samples = {**monitoring_info(job, run.monitoring), **shape.info()}
         self.in_flight[slot] = InFlight(work, attempt, batch, accumulation, earlier, samples)
         run.executor.start(slot, job)
+        return True
 
     def _handle(self, event: Progress | Finished, queue: deque[Assignment]) -> Exception | None:
         """Shows progress, or decides and records a finished attempt; returns a reason to stop, if any."""
         if isinstance(event, Progress):
             if event.slot in self.in_flight:
+                self._tell(self.in_flight[event.slot].work.task, event.epoch.notes)
                 self.run.reporter.epoch_ended(self.in_flight[event.slot].work.task, event.epoch)
             return None
         current = self.in_flight.pop(event.slot)
+        self._tell(current.work.task, event.outcome.info.get("notes", ()))
         outcome = replace(event.outcome, info={**event.outcome.info, **current.samples})
         decision = self._record(current, outcome)
         if decision.stop is not None:
@@ -147,6 +160,13 @@ class TaskLoop:
         if decision.status is FoldStatus.PENDING:
             queue.appendleft(current.work)  # a retry goes first
         return None
+
+    def _tell(self, task: FoldTask, notes: Iterable[str]) -> None:
+        """Shows each note of a worker once per run (a damaged checkpoint passed over, a stateless callback)."""
+        for note in notes:
+            if note not in self.run.told:
+                self.run.told.add(note)
+                self.run.reporter.message(f"{fold_name(task)}: {note}")
 
     def _record(self, current: InFlight, outcome: FoldOutcome) -> Decision:
         run = self.run

@@ -1,7 +1,9 @@
 """The retry and out-of-memory policy: pure functions of an outcome and the attempts before it.
 
 Folds and the refit go through the same two decisions: the shape of the next
-attempt (:func:`retry_shape`) and what an outcome means (:func:`decide`).
+attempt (:func:`retry_shape`, which learns from every task of the candidate:
+one out-of-memory kill per candidate, not one per fold) and what an outcome
+means (:func:`decide`).
 Both read the attempts the store recorded, never memory, so a run killed at
 any moment and started again decides the same way.
 """
@@ -11,9 +13,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gridcv.config.schema import ExecutionSpec
 from gridcv.execution.messages import FoldOutcome, OutcomeKind
+from gridcv.plan import REFIT_FOLD
 from gridcv.store.rows import AttemptRow, FoldStatus
 
 # A fold that loses more Dask workers than this in a row fails: as many as Dask's own allowed-failures
@@ -37,17 +41,91 @@ class Decision:
     stop: Stop | None = None
 
 
-def retry_shape(base_batch: int, attempts: Sequence[AttemptRow]) -> tuple[int, int]:
-    """Batch size and gradient accumulation for the next attempt at a fold.
+@dataclass(frozen=True)
+class Shape:
+    """Batch size and gradient accumulation of a task's next attempt.
 
-    Every earlier out-of-memory attempt halves the batch and doubles the
-    accumulation, so the effective batch size (their product) stays the same.
+    Attributes:
+        batch: The batch size; 0 when every batch down to 1 ran out of memory.
+        accumulation: Gradient accumulation steps (one more doubling per halving of
+            the batch, so the effective batch size stays the same).
+        oom_batch: The smallest batch known to run out of memory, or None.
+        lowered_by: The attempt at another task of the same candidate (another fold,
+            or its refit) that ran out of memory at ``oom_batch``; None when the
+            task's own attempts set the shape.
     """
+
+    batch: int
+    accumulation: int
+    oom_batch: int | None = None
+    lowered_by: AttemptRow | None = None
+
+    def fits(self, min_batch_size: int) -> bool:
+        """Whether a batch is left to try: not below ``execution.min_batch_size``.
+
+        When none is, the task fails without training: the batch it would need
+        is known not to fit (a GPU run would spend minutes learning it again).
+        """
+        return self.batch >= max(1, min_batch_size)
+
+    def info(self) -> dict[str, Any]:
+        """What the task's row records when another task of its candidate set its batch."""
+        if self.lowered_by is None:
+            return {}
+        return {"batch_lowered_by": {"fold": self.lowered_by.fold, "oom_batch_size": self.oom_batch}}
+
+    def unfit_message(self, min_batch_size: int) -> str:
+        """Why a task whose shape does not :meth:`fit` was not trained."""
+        where = "it" if self.lowered_by is None else f"{task_name(self.lowered_by.fold)} of this candidate"
+        return (
+            f"not trained: {where} ran out of memory at batch {self.oom_batch}, and execution.min_batch_size is "
+            f"{min_batch_size}; lower it to let smaller batches be tried"
+        )
+
+
+def task_name(fold: int | None) -> str:
+    """``fold 2`` (1-based, as the terminal numbers folds), or ``the refit``."""
+    return "the refit" if fold == REFIT_FOLD else f"fold {(fold or 0) + 1}"
+
+
+def retry_shape(
+    base_batch: int,
+    attempts: Sequence[AttemptRow],
+    candidate: Sequence[AttemptRow] = (),
+    on_oom: str = "retry_smaller_batch",
+) -> Shape:
+    """Batch size and gradient accumulation for the next attempt at a task.
+
+    A candidate's memory need does not change between its folds: a batch that
+    ran out of memory in one of its tasks does not fit in the others either.
+    The next attempt takes the largest halving of ``base_batch`` below the
+    smallest batch that ran out of memory, in this task or (``candidate``) in
+    another task of the same candidate, and doubles the accumulation once per
+    halving, so the effective batch size (their product) stays the same.
+
+    Args:
+        base_batch: The batch size the candidate asks for.
+        attempts: This task's attempts, as recorded.
+        candidate: The attempts at the candidate's other tasks (its other folds
+            and refits); empty to decide from this task's attempts only.
+        on_oom: ``execution.on_oom``. With ``skip`` an out-of-memory fold fails and no
+            smaller batch is tried, so the other tasks do not learn from it either.
+    """
+    own = _smallest_oom(attempts, base_batch)
+    other = _smallest_oom(candidate if on_oom != "skip" else (), base_batch)
+    limit = min((batch for batch, _ in (own, other) if batch), default=None)
     batch, accumulation = base_batch, 1
-    for a in attempts:
-        if a.outcome is not None and a.outcome.is_out_of_memory():
-            batch, accumulation = max(1, batch // 2), accumulation * 2
-    return batch, accumulation
+    while limit is not None and 0 < batch >= limit:
+        batch, accumulation = batch // 2, accumulation * 2
+    lowered = other[1] if other[0] and (not own[0] or other[0] < own[0]) else None
+    return Shape(batch, accumulation, limit, lowered)
+
+
+def _smallest_oom(attempts: Sequence[AttemptRow], base_batch: int) -> tuple[int, AttemptRow | None]:
+    """The smallest batch that ran out of memory and its (earliest) attempt; ``(0, None)`` if none did."""
+    ooms = [a for a in attempts if a.outcome is not None and a.outcome.is_out_of_memory()]
+    first = min(ooms, key=lambda a: a.batch_size or base_batch, default=None)
+    return (0, None) if first is None else (first.batch_size or base_batch, first)
 
 
 def decide(outcome: FoldOutcome, earlier: Sequence[AttemptRow], execution: ExecutionSpec) -> Decision:

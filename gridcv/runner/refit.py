@@ -33,7 +33,15 @@ from gridcv.store import FoldRow, FoldStatus, ResultStore
 from gridcv.store.failures import store_error
 
 # What best_model.json's "refit" entry takes from the refit's info.
-_REFIT_INFO = ("precision", "effective_batch_size", "train_scores", "n_fit_samples", "n_monitored_samples", "monitored")
+_REFIT_INFO = (
+    "precision",
+    "effective_batch_size",
+    "train_scores",
+    "n_fit_samples",
+    "n_monitored_samples",
+    "monitored",
+    "batch_lowered_by",
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gridcv.atomic import write_atomic
+from gridcv.atomic import remove_temporary_files, write_atomic
 from gridcv.config import Experiment, load_experiment
 from gridcv.data import open_source, prepare_data
 from gridcv.data.cache import build_cache, check_space, plan_cache
@@ -246,6 +246,8 @@ def _start(run: RunContext, options: RunOptions) -> tuple[tuple[str, ...], Monit
     reclaimed = tuple(store.reclaim_stale())
     if reclaimed:
         run.reporter.message(f"taking back {len(reclaimed)} fold(s) left running by a run that ended")
+    if removed := remove_temporary_files(run.folder):
+        run.reporter.message(f"removed {len(removed)} temporary file(s) left by writes a kill cut short")
     if (note := monitoring.run_message(run.folder, plan.grouped)) is not None:
         run.reporter.message(note)
     if options.retry_failed:

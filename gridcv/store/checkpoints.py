@@ -13,9 +13,11 @@ until the new one is complete, so a kill at any instant leaves at least one
 whole checkpoint. Unlike Keras's ``BackupAndRestore`` there is no second file
 to get out of step with the first.
 
-A checkpoint that cannot be read (truncated, corrupt, written for another
-model) is skipped with a warning: the next older one is used, or the fold
-starts over.
+A damaged checkpoint (truncated, corrupt, written for another model) is
+skipped for the next older one, or the fold starts over; the caller is told
+which, so the fold's row and the terminal say so. An error that says nothing
+about the file (permission denied, out of memory, a failing disk) is raised
+instead: skipping a whole checkpoint for it would redo epochs silently.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import io
 import json
 import logging
 import re
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^epoch-(\d{5})(?:-batch-(\d{7}))?\.npz$")
 KEEP = 2  # the newest checkpoint and the one before it
+# What reading a damaged checkpoint raises: np.load on a cut or garbled file, its JSON, read_checkpoint's checks.
+DAMAGED = (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 # Fault points of a checkpoint's write (see gridcv.faults), for crash tests.
 CRASH_POINTS = CrashPoints(mid_write="checkpoint-write", before_rename="checkpoint-rename")
 
@@ -168,11 +174,24 @@ def read_checkpoint(path: Path, signature: list[Any]) -> tuple[TrainingState, li
 
 
 def newest_usable(
-    folder: Path, signature: list[Any], check: Callable[[TrainingState], None] | None = None
+    folder: Path,
+    signature: list[Any],
+    check: Callable[[TrainingState], None] | None = None,
+    *,
+    skipped: list[str] | None = None,
 ) -> tuple[TrainingState, list[np.ndarray]] | None:
-    """The newest checkpoint that reads and validates, or None (with a warning per bad file).
+    """The newest checkpoint that reads and validates, or None.
 
-    ``check`` may refuse a checkpoint that reads (raising ValueError): an older one is tried.
+    Args:
+        folder: The fold's checkpoint folder.
+        signature: What the checkpoint's variables must match (see :func:`read_checkpoint`).
+        check: May refuse a checkpoint that reads (raising ValueError): an older one is tried.
+        skipped: Gets one line per damaged or refused checkpoint passed over
+            (``<folder>/epoch-00003.npz (its checksum does not match)``).
+
+    Raises:
+        OSError, MemoryError: A checkpoint cannot be read for a reason that is
+            not damage to it; the attempt fails with that error.
     """
     files = list_checkpoints(folder)
     for path in files:
@@ -181,8 +200,11 @@ def newest_usable(
             if check is not None:
                 check(found[0])
             return found
-        except Exception as exc:
-            log.warning("checkpoint %s cannot be used (%s); trying an older one", path, exc)
+        except DAMAGED as exc:
+            why = str(exc) or type(exc).__name__
+            log.warning("checkpoint %s cannot be used (%s); trying an older one", path, why)
+            if skipped is not None:
+                skipped.append(f"{path} ({why})")
     if files:
         log.warning("no usable checkpoint in %s; the fold starts from epoch 0", folder)
     return None

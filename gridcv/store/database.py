@@ -342,6 +342,19 @@ class ResultStore:
         rows = self._rows("SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt", (task_id,))
         return [AttemptRow.from_sql(r) for r in rows]
 
+    def candidate_attempts(self, task_id: str) -> list[AttemptRow]:
+        """The attempts at the other tasks of a task's candidate (its other folds and refits), oldest first.
+
+        Each row carries its task's ``fold``: what one fold learnt of the
+        candidate's memory need spares the others (see :func:`gridcv.runner.policy.retry_shape`).
+        """
+        rows = self._rows(
+            "SELECT a.*, f.fold FROM attempts a JOIN folds f USING (task_id) WHERE a.task_id != ? "
+            "AND f.candidate_id = (SELECT candidate_id FROM folds WHERE task_id = ?) ORDER BY a.started_at, a.attempt",
+            (task_id, task_id),
+        )
+        return [AttemptRow.from_sql(r) for r in rows]
+
     def counts(self) -> dict[FoldStatus, int]:
         """How many cross-validation folds are in each state (every state present, zero included)."""
         counts = dict.fromkeys(FoldStatus, 0)

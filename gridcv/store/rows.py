@@ -79,6 +79,8 @@ class AttemptRow:
     """One attempt at a fold: how it ended (None while it runs), what it ran with, and where.
 
     ``slot``, ``device`` and ``host`` are None in folders written before they were recorded.
+    ``fold`` is the fold of its task (-1 for a refit) where the query joined it
+    (:meth:`~gridcv.store.database.ResultStore.candidate_attempts`), else None.
     """
 
     task_id: str
@@ -96,6 +98,7 @@ class AttemptRow:
     slot: str | None = None
     device: str | None = None
     host: str | None = None
+    fold: int | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> AttemptRow:

@@ -189,6 +189,22 @@ def restore_callback_state(cb: keras.callbacks.Callback, state: dict[str, Any], 
         cb.set_state(state)
 
 
+def without_state(callbacks: Sequence[keras.callbacks.Callback]) -> list[str]:
+    """Class names of the user's callbacks a checkpoint cannot resume: no ``get_state()``/``set_state()``."""
+    known = (
+        keras.callbacks.EarlyStopping,
+        keras.callbacks.ReduceLROnPlateau,
+        keras.callbacks.TensorBoard,
+        BestModelCheckpoint,
+    )
+    return [
+        type(cb).__name__
+        for cb in callbacks
+        if not isinstance(cb, known)
+        and not (callable(getattr(cb, "get_state", None)) and callable(getattr(cb, "set_state", None)))
+    ]
+
+
 def _key(index: int, cb: keras.callbacks.Callback) -> str:
     return f"{index}:{type(cb).__name__}"
 

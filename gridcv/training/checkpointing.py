@@ -78,12 +78,15 @@ class Restored:
     variables: list[np.ndarray] = field(default_factory=list)
 
 
-def restore_training_state(model: keras.Model, folder: Path, batches: IndexBatches) -> Restored:
+def restore_training_state(
+    model: keras.Model, folder: Path, batches: IndexBatches, skipped: list[str] | None = None
+) -> Restored:
     """Loads the newest usable checkpoint into ``model``; a fresh state if there is none.
 
     A checkpoint within an epoch also needs the metrics' variables, which Keras creates while
     tracing the first step: they are created first (from a batch's shapes), and a checkpoint whose
-    metrics do not match them is passed over for an older one.
+    metrics do not match them is passed over for an older one. ``skipped`` gets a line per
+    checkpoint passed over (see :func:`newest_usable`).
     """
     model.optimizer.build(model.trainable_variables)  # creates the variables to assign
     variables = training_variables(model)
@@ -96,7 +99,7 @@ def restore_training_state(model: keras.Model, folder: Path, batches: IndexBatch
         if variables_signature(saved) != variables_signature(model.metrics_variables):
             raise ValueError("it was written for other metrics")
 
-    found = newest_usable(folder, variables_signature(variables), check)
+    found = newest_usable(folder, variables_signature(variables), check, skipped=skipped)
     if found is None:
         return Restored()
     state, arrays = found

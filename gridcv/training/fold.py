@@ -20,7 +20,7 @@ from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeK
 from gridcv.store.checkpoints import TrainingState
 from gridcv.training.batches import IndexBatches, training_batches, validation_batches
 from gridcv.training.building import build_model, release_memory
-from gridcv.training.callbacks import BestModelCheckpoint, make_callbacks, monitor_of
+from gridcv.training.callbacks import BestModelCheckpoint, make_callbacks, monitor_of, without_state
 from gridcv.training.checkpointing import FoldCheckpoints, Restored, restore_training_state
 from gridcv.training.compiling import accumulation_of
 from gridcv.training.devices import gpu_peak_memory, reset_gpu_peak_memory
@@ -35,7 +35,8 @@ from gridcv.training.timing import Phases
 @dataclass
 class PreparedFold:
     """A fold ready to train: its data, its model (restored from the newest checkpoint), what the
-    model's outputs mean, and callbacks."""
+    model's outputs mean, callbacks, and notes for the user (a damaged checkpoint passed over, a
+    callback whose state a resume loses)."""
 
     source: Source
     model: keras.Model
@@ -44,6 +45,7 @@ class PreparedFold:
     monitor: IndexBatches | None
     callbacks: list[keras.callbacks.Callback]
     restored: Restored
+    notes: tuple[str, ...] = ()
 
 
 def run_fold(
@@ -135,9 +137,26 @@ def prepare(job: FoldJob, phases: Phases | None = None) -> PreparedFold:
     )
     callbacks = make_callbacks(job, monitored=monitor is not None)
     phases.lap("batches")
-    restored = restore_training_state(model, job.checkpoint_dir, train)
+    skipped: list[str] = []
+    restored = restore_training_state(model, job.checkpoint_dir, train, skipped)
     phases.lap("restore")
-    return PreparedFold(source, model, layout, train, monitor, callbacks, restored)
+    notes = resume_notes(skipped, restored.state.epoch, restored.state.batch, without_state(callbacks))
+    return PreparedFold(source, model, layout, train, monitor, callbacks, restored, notes)
+
+
+def resume_notes(skipped: list[str], epoch: int, batch: int, stateless: list[str]) -> tuple[str, ...]:
+    """What the user must hear of this attempt: damaged checkpoints passed over, callbacks a resume resets."""
+    notes = []
+    if skipped:
+        within = f", batch {batch}" if batch else ""
+        resumed = f"resumed from epoch {epoch}{within}" if epoch or batch else "started again from epoch 0"
+        notes.append(f"damaged checkpoint passed over: {'; '.join(skipped)}; {resumed}")
+    if stateless:
+        notes.append(
+            f"callback {', '.join(stateless)} has no get_state()/set_state(): what it keeps between epochs is lost "
+            "when a fold resumes from a checkpoint (define both for exact resumes; see the README)"
+        )
+    return tuple(notes)
 
 
 def fit(
@@ -155,7 +174,7 @@ def fit(
 
     def saved(now: TrainingState, logs: dict[str, float]) -> None:
         if on_epoch is not None:
-            on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch))
+            on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch, fold.notes))
 
     every = job.training.checkpoint_every
     checkpoints = FoldCheckpoints(
@@ -206,4 +225,5 @@ def fold_info(job: FoldJob, state: TrainingState, fold: PreparedFold) -> dict[st
         "model_path": str(model_paths[0]) if model_paths else None,
         "resumed_from_batch": fold.restored.state.batch,
         **history_summary(state.history, monitor, mode),
+        **({"notes": list(fold.notes)} if fold.notes else {}),
     }
