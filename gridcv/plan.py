@@ -145,6 +145,7 @@ def make_plan(
     Raises:
         ConfigError: The splitter cannot split these labels as configured.
     """
+    y = split_labels(spec.task, y)
     splits = _split(spec, y, groups, source)
     cands = candidates(spec)
     tasks = []
@@ -171,6 +172,21 @@ def make_plan(
         groups=None if groups is None else np.asarray(groups),
         grouped=grouped,
     )
+
+
+def split_labels(task: str | None, targets: np.ndarray) -> np.ndarray:
+    """What splitters and monitoring splits stratify by: one label per sample.
+
+    Class ids (classification), the per-image label of segmentation as given;
+    for multilabel the id of each sample's combination of labels (so a part of
+    a training split keeps the mix of combinations where it can); for regression
+    zeros: numbers have no classes (stratified splitters are refused for it).
+    """
+    if task == "regression":
+        return np.zeros(len(targets), dtype=np.int64)
+    if task == "multilabel":
+        return np.unique(np.asarray(targets), axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return np.asarray(targets)
 
 
 def _split(

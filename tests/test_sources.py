@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gridcv.data.sources import ArraySource
+from gridcv.config import parse_data
+from gridcv.data.sources import ArraySource, open_source
 from gridcv.errors import DataError
 from tests.conftest import source_of, write_arrays, write_image_folder, write_segmentation
 
@@ -200,6 +201,10 @@ def test_numeric_labels_named_in_class_names_are_classes(tmp_path):
         np.save(tmp_path / f"{i}.npy", np.zeros(2))
     (tmp_path / "m.csv").write_text("file,label\n0.npy,0.5\n1.npy,1.5\n2.npy,0.5\n3.npy,1.5\n")
     source = source_of({"kind": "csv", "path": "m.csv", "class_names": ["1.5", "0.5"]}, tmp_path, W)
-    assert source.labels().tolist() == [1, 0, 1, 0]
+    assert source.labels().tolist() == [1, 0, 1, 0] and source.task == "classification"
+    # Without class_names, numbers that are not all whole are a regression target ...
+    guessed = source_of({"kind": "csv", "path": "m.csv"}, tmp_path, W)
+    assert (guessed.task, guessed.labels().tolist(), guessed.n_classes) == ("regression", [0.5, 1.5, 0.5, 1.5], 1)
+    # ... and refused as classes when the task is declared so.
     with pytest.raises(DataError, match=r"holds 2 distinct numbers that are not all integers \(e.g. '0.5' in row 2\)"):
-        source_of({"kind": "csv", "path": "m.csv"}, tmp_path, W)
+        open_source(parse_data({"kind": "csv", "path": "m.csv"}), tmp_path, W, task="classification")

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from gridcv.config.data import SEGMENTATION_SCORERS, AugmentSpec, DataSection, ImagesData, is_segmentation
 from gridcv.config.explain import unknown_key
 from gridcv.config.schema import CVSpec, ExperimentSpec
+from gridcv.config.tasks import DECLARED, check_task
 from gridcv.config.training import CALLBACKS, OPTIMIZERS, PRECISIONS, CallbackSpec
 from gridcv.errors import ConfigError, did_you_mean
 from gridcv.refs import Ref
@@ -38,8 +39,11 @@ def check_experiment(path: str | Path, spec: ExperimentSpec) -> None:
         Ref.parse(spec.data.prepare, "data.prepare", str(path))
     _check_grid(path, spec)
     _check_splitter(path, spec.cv)
+    _check_task_fits_the_data(path, spec)
     _check_scorers(path, spec.scorers(), segmentation=is_segmentation(spec.data))
     _check_segmentation(path, spec)
+    if spec.task is not None:
+        check_task(path, spec, spec.task, DECLARED)
     _check_refit(path, spec.refit, spec.scorers())
     check_optimizer(path, "compile.optimizer", spec.compile.optimizer)
     _check_callbacks(path, spec.fit.callbacks)
@@ -159,6 +163,31 @@ def _check_segmentation(path: str | Path, spec: ExperimentSpec) -> None:
             f"{path}: key 'data.balance' (or grid key 'balance') asks for class balancing, which "
             f"works on one class per sample; with {mask_key} set, labels are per-pixel masks. "
             "Use balance: none (or weight classes in the model's loss)."
+        )
+
+
+def _check_task_fits_the_data(path: str | Path, spec: ExperimentSpec) -> None:
+    """A declared ``task:`` fits the kind of data: segmentation with masks, classes for class folders."""
+    task, data = spec.task, spec.data
+    if task is None:
+        return
+    masks = is_segmentation(data)
+    if masks != (task == "segmentation"):
+        mask_key = "data.masks" if isinstance(data, ImagesData) else "data.mask_column"
+        raise ConfigError(
+            f"{path}: key 'task' is {task}, but "
+            + (
+                f"{mask_key} is set: images paired with per-pixel masks are a segmentation task. Set task: "
+                f"segmentation, or remove {mask_key}."
+                if masks
+                else "the data has no masks: segmentation takes images with masks (kind: images with data.masks, "
+                "or kind: csv with data.mask_column). Set them, or another task."
+            )
+        )
+    if isinstance(data, ImagesData) and not masks and task != "classification":
+        raise ConfigError(
+            f"{path}: key 'task' is {task}, but data: kind: images gives each image the class of its folder. Use "
+            "task: classification, or a CSV manifest (kind: csv) with numeric or 0/1 label columns."
         )
 
 

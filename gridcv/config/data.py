@@ -91,7 +91,9 @@ class CsvData(_FileData):
     path: str
     root: str | None = Field(default=None, description="folder the file column is relative to (default: the CSV's)")
     x_column: str = "file"
-    y_column: str | None = "label"
+    y_column: str | list[str] | None = Field(
+        default="label", description="label column; several: 0/1 labels (multilabel) or numeric targets"
+    )
     group_column: str | None = None
     mask_column: str | None = None
 

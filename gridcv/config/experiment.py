@@ -95,6 +95,10 @@ class Experiment:
         }
         if s.compile != CompileSpec():
             parts["compile"] = s.compile.model_dump()
+        if s.task in ("regression", "multilabel"):
+            # Classification and segmentation were the only tasks before the task was recorded:
+            # leaving them out keeps those folders' fingerprints (declared or inferred alike).
+            parts["task"] = s.task
         return {k: _digest(v) for k, v in parts.items()}
 
     def builder_code(self) -> CodeParts | None:

@@ -85,6 +85,8 @@ class ExperimentSpec(_Section):
     seed: NonNegativeInt = 0
     deterministic: bool = False
     data: Annotated[DataSpec, Field(discriminator="kind")]
+    # None: inferred from the data (gridcv.data.targets); the runner puts the inferred task here.
+    task: Literal["classification", "regression", "segmentation", "multilabel"] | None = None
     model: str
     fit: FitSpec = FitSpec()
     grid: dict[str, list[Any]] | list[dict[str, list[Any]]]

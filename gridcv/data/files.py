@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gridcv.config.data import CsvData, ImagesData
+from gridcv.config.tasks import DECLARED
 from gridcv.data.inputs import InputFormat
 from gridcv.errors import DataError
 
@@ -78,13 +79,14 @@ class FileSource:
 
     Args:
         files: One input file per sample.
-        labels: Class id per sample (zeros for segmentation).
+        labels: The target of each sample (class id, number or 0/1 row; zeros for segmentation).
         groups: Group per sample, or None.
         masks: One mask file per sample for segmentation, else None.
-        n_classes: Number of classes (of samples, or of mask pixels).
+        n_classes: Number of classes (of samples, or of mask pixels), of targets or of labels.
         decoding: How files become arrays.
         what: Names the data in error messages (e.g. ``data.root``).
         class_names: Class names in label order (default: ``0 .. n_classes - 1``).
+        task: The task; default: classification, or segmentation with masks.
     """
 
     def __init__(
@@ -97,16 +99,19 @@ class FileSource:
         decoding: Decoding,
         what: str,
         class_names: Sequence[str] | None = None,
+        task: str | None = None,
     ) -> None:
         self._files = np.array([str(f) for f in files])
         self._masks = None if masks is None else np.array([str(m) for m in masks])
-        self._labels = np.asarray(labels, dtype=np.int64)
+        labels = np.asarray(labels)
+        self._labels = labels if labels.dtype == np.float64 else labels.astype(np.int64)
         self._groups = groups
         self._n_classes = n_classes
         self.decoding = decoding
         self.what = what
         self.class_names = tuple(class_names) if class_names is not None else None
-        self.task = "classification" if masks is None else "segmentation"
+        self.task = task or ("classification" if masks is None else "segmentation")
+        self.task_origin = DECLARED
         self.value_range = (0.0, 1.0) if self._is_image(self._files[0]) else None
         self._shape = self._first_shape()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import re
 import warnings
 from pathlib import Path
 
@@ -11,12 +10,13 @@ import numpy as np
 from PIL import Image
 
 from gridcv.config.data import CsvData, ImagesData
+from gridcv.config.tasks import TaskOrigin
 from gridcv.data.files import IMAGE_EXTENSIONS, SAMPLE_EXTENSIONS, FileSource, decoding_of
-from gridcv.data.sources import NOT_CLASS_LABELS, resolve_path
+from gridcv.data.sources import resolve_path
+from gridcv.data.targets import column_targets
 from gridcv.errors import DataError
 
 _readable_cache: dict[tuple[str, int, int], bool] = {}
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # a decimal number (not 'nan' or 'inf')
 _CREATE_HINT = "Fix the path (relative to the experiment file), or set data.prepare to a function that creates it."
 
 
@@ -56,9 +56,11 @@ def open_image_folder(spec: ImagesData, base_dir: Path, where: str) -> FileSourc
         files += found
         labels += [label] * len(found)
     keep = _drop_unreadable(spec, files, where)
-    return FileSource(
+    source = FileSource(
         [files[i] for i in keep], np.array(labels)[keep], None, None, len(names), decoding_of(spec), where, names
     )
+    source.task_origin = TaskOrigin(f"inferred from key 'data.root': {root} holds one folder per class")
+    return source
 
 
 def _class_folders(spec: ImagesData, root: Path, where: str) -> list[str]:
@@ -77,13 +79,14 @@ def _class_folders(spec: ImagesData, root: Path, where: str) -> list[str]:
     return names
 
 
-def open_csv(spec: CsvData, base_dir: Path, where: str) -> FileSource:
-    """``kind: csv``: a manifest with a file column, a label column and optionally groups and masks.
+def open_csv(spec: CsvData, base_dir: Path, where: str, task: str | None = None) -> FileSource:
+    """``kind: csv``: a manifest with a file column, label column(s) and optionally groups and masks.
 
     Args:
         spec: The validated ``data:`` section.
         base_dir: Folder relative paths are taken from.
         where: The experiment file, for messages.
+        task: The declared task, or None to infer it from the label column(s).
 
     Raises:
         DataError: The manifest or a listed file is missing, a column is missing, a label is unknown.
@@ -99,15 +102,18 @@ def open_csv(spec: CsvData, base_dir: Path, where: str) -> FileSource:
     names = None
     if spec.mask_column:
         assert spec.n_classes is not None  # checked with the experiment file
-        labels, n_classes = np.zeros(len(rows), dtype=np.int64), spec.n_classes
+        labels, n_classes, task = np.zeros(len(rows), dtype=np.int64), spec.n_classes, "segmentation"
+        origin = None
     else:
-        assert spec.y_column is not None
-        raw = [row[spec.y_column] for row in rows]
-        labels, n_classes = _encode_labels(raw, spec, path, where)
-        names = spec.class_names or _names_in_label_order(raw, labels, n_classes)
+        columns = {c: [row[c] for row in rows] for c in y_columns(spec)}
+        targets = column_targets(columns, spec, task, path, where)
+        labels, n_classes, task, origin = targets.values, targets.n_outputs, targets.task, targets.origin
+        if task == "classification":
+            raw = next(iter(columns.values()))
+            names = spec.class_names or _names_in_label_order(raw, labels, n_classes)
     groups = np.array([row[spec.group_column] for row in rows]) if spec.group_column else None
     keep = _drop_unreadable(spec, files, where)
-    return FileSource(
+    source = FileSource(
         [files[i] for i in keep],
         labels[keep],
         None if groups is None else groups[keep],
@@ -116,7 +122,18 @@ def open_csv(spec: CsvData, base_dir: Path, where: str) -> FileSource:
         decoding_of(spec),
         where,
         names,
+        task,
     )
+    if origin is not None:
+        source.task_origin = origin
+    return source
+
+
+def y_columns(spec: CsvData) -> list[str]:
+    """The label column(s) ``data.y_column`` names: one, a list, or none."""
+    if spec.y_column is None:
+        return []
+    return [spec.y_column] if isinstance(spec.y_column, str) else list(spec.y_column)
 
 
 def _names_in_label_order(raw: list[str], labels: np.ndarray, n_classes: int) -> list[str]:
@@ -131,10 +148,10 @@ def _read_manifest(spec: CsvData, path: Path, where: str) -> list[dict[str, str]
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
         rows = list(reader)
-    wanted = {"x_column": spec.x_column, "group_column": spec.group_column, "mask_column": spec.mask_column}
+    wanted = [("x_column", spec.x_column), ("group_column", spec.group_column), ("mask_column", spec.mask_column)]
     if not spec.mask_column:
-        wanted["y_column"] = spec.y_column
-    for key, column in wanted.items():
+        wanted += [("y_column", column) for column in y_columns(spec)]
+    for key, column in wanted:
         if column and column not in columns:
             raise DataError(
                 f"{where}: key 'data.{key}' is {column!r}, but {path} has no such column (its columns are "
@@ -153,38 +170,6 @@ def _check_listed(files: list[Path], masks: list[Path] | None, path: Path, root:
                 f"{where}: row {i % len(files) + 2} of {path} names {kind} {file}, which does not exist "
                 f"(paths are relative to {root}). Fix the row or data.root."
             )
-
-
-def _encode_labels(raw: list[str], spec: CsvData, path: Path, where: str) -> tuple[np.ndarray, int]:
-    """Class names -> ids: the order of data.class_names, else integers as written, else sorted names.
-
-    Raises:
-        DataError: A label is not in data.class_names, an integer label is negative, or every label is a
-            number and some are not whole (a numeric target: each value would become a class).
-    """
-    if spec.class_names is None and all(_NUMBER.match(v.strip()) for v in raw):
-        fractional = [(row, v) for row, v in enumerate(raw) if float(v) != round(float(v))]
-        if fractional:
-            row, value = fractional[0]
-            raise DataError(
-                f"{where}: key 'data.y_column' is {spec.y_column!r}, but that column of {path} holds "
-                f"{len(set(float(v) for v in raw))} distinct numbers that are not all integers (e.g. {value.strip()!r} "
-                f"in row {row + 2}); " + NOT_CLASS_LABELS.format(names=" or names")
-            )
-    if spec.class_names is None and all(v.strip().lstrip("-").isdigit() for v in raw):
-        ids = np.array([int(v) for v in raw], dtype=np.int64)
-        if ids.min() < 0:
-            raise DataError(f"{where}: {path} has a label {ids.min()}; integer labels must be 0 .. n_classes-1.")
-        return ids, int(ids.max()) + 1
-    names = spec.class_names or sorted(set(raw))
-    index = {n: i for i, n in enumerate(names)}
-    for row, value in enumerate(raw):
-        if value not in index:
-            raise DataError(
-                f"{where}: row {row + 2} of {path} has label {value!r}, which is not in data.class_names "
-                f"({', '.join(names)}). Add it there or fix the row."
-            )
-    return np.array([index[v] for v in raw], dtype=np.int64), len(names)
 
 
 # --- what is in a folder, and what decodes -------------------------------------------------

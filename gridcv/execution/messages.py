@@ -41,12 +41,14 @@ class OutcomeKind(enum.StrEnum):
 class DataRef:
     """Where a worker finds the data: the validated ``data:`` section and its folder.
 
-    ``where`` names the experiment file in error messages.
+    ``where`` names the experiment file in error messages; ``task`` is the task the
+    parent declared or inferred (None: infer it again from the data).
     """
 
     spec: DataSpec
     base_dir: Path
     where: str = "experiment file"
+    task: str | None = None
 
 
 @dataclass(frozen=True)

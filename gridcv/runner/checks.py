@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from gridcv.config import ExecutionSpec, Experiment
+from gridcv.config.tasks import DECLARED, check_task
+from gridcv.data import Source
 from gridcv.errors import ConfigError
 from gridcv.monitoring import Monitoring
 from gridcv.runner.changes import check_compatible
@@ -28,6 +31,24 @@ def execution_spec(experiment: Experiment, overrides: dict[str, Any]) -> Executi
             f"{experiment.where}: execution.{key} (from the file or the command line) is {err['input']!r}: "
             f"{err['msg']}. Fix the value, e.g. --max-worker-memory 4GiB."
         ) from None
+
+
+def resolve_task(experiment: Experiment, source: Source) -> Experiment:
+    """The experiment with its task known: declared, or inferred from the data and checked.
+
+    A declared task was checked when the file was loaded; an inferred one is checked
+    here (scorers, splitter, balancing), before anything is written. Every later step
+    (jobs, fingerprint) reads the task from the returned experiment's spec.
+
+    Raises:
+        ConfigError: A scorer, the splitter or ``balance`` does not fit the inferred task.
+    """
+    spec = experiment.spec
+    if spec.task is None and source.task != "segmentation":
+        check_task(experiment.where, spec, source.task, getattr(source, "task_origin", DECLARED), source.n_classes)
+    elif spec.task == "regression" and source.n_classes > 1:  # single-target scorers, now that targets are known
+        check_task(experiment.where, spec, source.task, DECLARED, source.n_classes)
+    return replace(experiment, spec=spec.model_copy(update={"task": source.task}))
 
 
 def check_folder(folder: Path, experiment: Experiment, restart: bool, grouped: bool) -> Monitoring:

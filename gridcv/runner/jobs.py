@@ -96,7 +96,7 @@ def build_job(
         fit_idx=fit_idx,
         monitor_idx=monitor_idx,
         test_idx=work.test_idx,
-        data=DataRef(spec.data, experiment.base_dir, experiment.where),
+        data=DataRef(spec.data, experiment.base_dir, experiment.where, spec.task),
         model=experiment.model,
         base_dir=experiment.base_dir,
         params={"epochs": spec.fit.epochs, "batch_size": spec.fit.batch_size, **task.params},

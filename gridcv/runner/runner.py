@@ -19,6 +19,7 @@ from typing import Any
 
 from gridcv.atomic import write_atomic
 from gridcv.config import Experiment, load_experiment
+from gridcv.config.tasks import DECLARED
 from gridcv.data import open_source, prepare_data
 from gridcv.data.inputs import InputFormat
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
@@ -27,7 +28,7 @@ from gridcv.folders import EXPERIMENT_COPY
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import Plan, make_plan
 from gridcv.runner.changes import adopt_changes, fingerprint_meta
-from gridcv.runner.checks import check_folder, execution_spec, move_aside
+from gridcv.runner.checks import check_folder, execution_spec, move_aside, resolve_task
 from gridcv.runner.jobs import build_job, check_monitoring, fold_assignment
 from gridcv.runner.loop import RunContext, TaskLoop, resume_hint
 from gridcv.runner.progress import FinishedFold, Reporter, RunShape, SilentReporter
@@ -98,7 +99,11 @@ def run_experiment(
     spec = experiment.spec
     execution = execution_spec(experiment, options.execution)
     prepare_data(spec.data, experiment.base_dir, experiment.where)
-    source = open_source(spec.data, experiment.base_dir, experiment.where)
+    source = open_source(spec.data, experiment.base_dir, experiment.where, spec.task)
+    experiment = resolve_task(experiment, source)
+    if spec.task is None and source.task in ("regression", "multilabel"):
+        reporter.message(f"task: {source.task} ({getattr(source, 'task_origin', DECLARED).how})")
+    spec = experiment.spec
     plan = make_plan(spec, source.labels(), source.groups(), experiment.where)
     folder = experiment.output_dir(options.output)
     experiment.model.check(experiment.base_dir, experiment.where)

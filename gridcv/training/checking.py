@@ -51,7 +51,7 @@ def check_builder(job: FoldJob) -> str | None:
     """
     keras.mixed_precision.set_dtype_policy(job.training.precision)
     try:
-        source = open_source(job.data.spec, job.data.base_dir, job.data.where)
+        source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.task)
         try:
             model = call_builder(job, source)
         except UserError:
@@ -94,8 +94,7 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
         raise BuilderError(
             f"{culprit.who} returned a model whose output is {shape_text(shapes[0][1:])} per sample, and "
             f"{culprit.loss(loss.name)} cannot be computed on it and the labels: {type(exc).__name__}: "
-            f"{first_sentence(exc)} {_labels(source, y)} Use sparse_categorical_crossentropy (one output per "
-            "class), or binary_crossentropy (one sigmoid output for two classes)."
+            f"{first_sentence(exc)} {_labels(source, y)} {_LOSSES.get(source.task, _LOSSES['classification'])}"
         ) from None
     try:
         model.compute_metrics(x, y, y_pred, sample_weight=weights)
@@ -104,8 +103,8 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
         raise BuilderError(
             f"{culprit.who} returned a model whose metrics ({_metric_names(model)}){key} cannot be computed on its "
             "output and the "
-            f"labels: {type(exc).__name__}: {first_sentence(exc)} {_labels(source, y)} Use metrics for integer "
-            "labels (accuracy, sparse_categorical_accuracy), or none: gridcv's scoring does not need them."
+            f"labels: {type(exc).__name__}: {first_sentence(exc)} {_labels(source, y)} Use metrics for "
+            f"{_METRICS.get(source.task, _METRICS['classification'])}, or none: gridcv's scoring does not need them."
         ) from None
 
 
@@ -139,7 +138,24 @@ def _metric_names(model: keras.Model) -> str:
     return ", ".join(names)
 
 
+_LOSSES = {
+    "classification": "Use sparse_categorical_crossentropy (one output per class), or binary_crossentropy (one "
+    "sigmoid output for two classes).",
+    "regression": "Use mean_squared_error, mean_absolute_error or huber, with one linear output per target.",
+    "multilabel": "Use binary_crossentropy, with one sigmoid output per label.",
+}
+_METRICS = {
+    "classification": "integer labels (accuracy, sparse_categorical_accuracy)",
+    "regression": "numeric targets (mean_absolute_error, root_mean_squared_error)",
+    "multilabel": "0/1 labels (binary_accuracy, auc)",
+}
+
+
 def _labels(source: Source, y: np.ndarray) -> str:
+    if source.task == "regression":
+        return f"gridcv feeds {source.n_classes} numeric target(s) per sample."
+    if source.task == "multilabel":
+        return f"gridcv feeds {source.n_classes} labels of 0/1 per sample."
     ids = f"gridcv feeds integer class ids 0 .. {source.n_classes - 1}"
     if source.task == "segmentation":
         return f"{ids}, one per pixel ({'x'.join(str(s) for s in y.shape[1:])} masks)."

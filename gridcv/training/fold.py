@@ -100,7 +100,7 @@ def run_fold(
 def prepare(job: FoldJob) -> PreparedFold:
     """Opens the data, builds the model (and works out its output layout, refusing one that cannot be
     scored before training), restores the newest checkpoint, makes the callbacks."""
-    source = open_source(job.data.spec, job.data.base_dir, job.data.where)
+    source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.task)
     model, culprit = build_model(job, source)
     shapes = static_output_shapes(model, source.input_shape)
     layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
