@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gridcv.config.checks import check_experiment, check_splitter_arguments
+from gridcv.config.checks import check_callback_mapping, check_experiment, check_splitter_arguments
 from gridcv.config.code_parts import CodeParts, code_parts
 from gridcv.config.explain import explain
 from gridcv.config.schema import ExperimentSpec, FitSpec
@@ -201,6 +201,7 @@ def _validate(raw: Any, path: str | Path) -> ExperimentSpec:
         )
     if isinstance(raw.get("cv"), dict):
         check_splitter_arguments(path, raw["cv"])
+    check_callback_mapping(path, raw.get("fit"))
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:

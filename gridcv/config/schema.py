@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    NonNegativeInt,
+    PositiveInt,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from gridcv.config.data import DataSpec
 from gridcv.config.training import CallbackSpec, CompileSpec
@@ -34,12 +45,33 @@ class FitSpec(_Section):
     monitor_test_fold: bool = False
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
 
+    # Whether fit.callbacks was written as a mapping (messages then name 'fit.callbacks.<name>').
+    # Private: the fingerprint sees the same callbacks whichever way they are written.
+    _callbacks_as_mapping: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _callbacks_mapping_as_list(cls, data: Any, handler: ModelWrapValidatorHandler[FitSpec]) -> FitSpec:
+        mapping = isinstance(data, dict) and isinstance(data.get("callbacks"), dict)
+        if mapping:  # the values are mappings or null (checked on the raw file, checks.check_callback_mapping)
+            written = data["callbacks"].items()
+            data = {**data, "callbacks": [{"name": k, **(v if isinstance(v, dict) else {})} for k, v in written]}
+        fit = handler(data)
+        fit._callbacks_as_mapping = mapping
+        return fit
+
     @field_validator("callbacks", mode="before")
     @classmethod
     def _names_as_mappings(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    def callback_key(self, index: int) -> str:
+        """How messages name an entry of ``fit.callbacks``: ``fit.callbacks[0]`` or ``fit.callbacks.<name>``."""
+        if self._callbacks_as_mapping:
+            return f"fit.callbacks.{self.callbacks[index].name}"
+        return f"fit.callbacks[{index}]"
 
 
 class CVSpec(BaseModel):
