@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gridcv.config.data import is_segmentation
 from gridcv.config.schema import ExperimentSpec
 from gridcv.errors import ConfigError
 
@@ -220,6 +221,14 @@ def _split(
 def _check_class_counts(spec: ExperimentSpec, y: np.ndarray, splitter: Any, source: str) -> None:
     n_splits = splitter.get_n_splits()
     classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < n_splits and is_segmentation(spec.data):
+        worst = classes[counts.argmin()].item()
+        raise ConfigError(
+            f"{source}: key 'cv.n_splits' is {n_splits}, but only {counts.min()} image(s) have label {worst!r} (the "
+            "dominant class of their mask, or their data.y_column label), which stratified splits keep in every "
+            f"fold. Lower cv.n_splits to at most {counts.min()}, give the images labels to stratify by in a CSV "
+            "column (kind: csv, data.y_column), or use KFold."
+        )
     if counts.min() < n_splits:
         worst = classes[counts.argmin()].item()
         raise ConfigError(

@@ -14,8 +14,10 @@ from pydantic import BaseModel, ValidationError
 
 from gridcv.config.checks import check_callback_mapping, check_experiment, check_splitter_arguments
 from gridcv.config.code_parts import CodeParts, code_parts
+from gridcv.config.data import is_segmentation
 from gridcv.config.explain import explain
 from gridcv.config.schema import ExperimentSpec, FitSpec
+from gridcv.config.tasks import stratifies
 from gridcv.config.training import CompileSpec
 from gridcv.errors import ConfigError
 from gridcv.refs import Ref
@@ -87,7 +89,7 @@ class Experiment:
         code = self.builder_code()
         parts: dict[str, Any] = {
             "seed": [s.seed, s.deterministic],
-            "data": s.data.model_dump(exclude={"prepare"}),
+            "data": _data_part(s),
             "model": [s.model, None if code is None else _digest(code.parts)],
             "fit": _without_new_defaults(s.fit, _FIRST_FIT_KEYS),
             "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],
@@ -127,6 +129,19 @@ class Experiment:
         stored this; it still matches while the file is unchanged.
         """
         return _digest([self.spec.model, _file_digest(self.model, self.base_dir)])
+
+
+def _data_part(spec: ExperimentSpec) -> dict[str, Any]:
+    """The ``data`` section as the fingerprint sees it.
+
+    Segmentation with a stratified splitter stratified by nothing (every image had label 0)
+    before images had labels; now it stratifies by each image's label, so such a folder's
+    splits change: the marker makes that a change the folder refuses while it holds done folds.
+    """
+    data = spec.data.model_dump(exclude={"prepare"})
+    if is_segmentation(spec.data) and stratifies(spec):
+        data["stratified_by"] = "image labels"
+    return data
 
 
 # fit: keys of the first release; later keys (validation_split_from_train, monitor_test_fold, ...)

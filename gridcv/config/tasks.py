@@ -75,6 +75,11 @@ def scorers_of(task: str) -> tuple[str, ...]:
     return tuple(n for n in get_scorer_names() if n not in regression_scorers())
 
 
+def stratifies(spec: ExperimentSpec) -> bool:
+    """Whether the splitter stratifies by label (StratifiedKFold, StratifiedGroupKFold, ...)."""
+    return "Stratified" in spec.cv.splitter
+
+
 def check_task(path: str | Path, spec: ExperimentSpec, task: str, origin: TaskOrigin, n_outputs: int = 1) -> None:
     """The scorers, the splitter and class balancing fit the task.
 
@@ -92,7 +97,7 @@ def check_task(path: str | Path, spec: ExperimentSpec, task: str, origin: TaskOr
         return  # checked with the data section (checks._check_segmentation): masks say it
     for name in spec.scorers():
         _check_scorer(path, spec, name, task, origin, n_outputs)
-    if task in ("regression", "multilabel") and "Stratified" in spec.cv.splitter:
+    if task in ("regression", "multilabel") and stratifies(spec):
         raise ConfigError(
             f"{path}: key 'cv.splitter' is {spec.cv.splitter}, which stratifies by class, but the task is {task} "
             f"({origin.how}): {_no_classes(task)}. Use KFold, RepeatedKFold, ShuffleSplit, or GroupKFold for groups."

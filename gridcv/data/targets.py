@@ -193,13 +193,16 @@ def column_targets(columns: dict[str, list[str]], spec: CsvData, task: str | Non
             f"{len(set(float(v) for v in raw))} distinct numbers that are not all integers (e.g. {value.strip()!r} "
             f"in row {row + 2}); " + NOT_CLASS_LABELS.format(names=" or names")
         )
-    ids, n_classes = _class_names(raw, spec, path, where)
+    ids, n_classes = class_ids(raw, spec, path, where)
     origin = DECLARED if task else TaskOrigin(f"inferred from key 'data.y_column': column {names[0]!r} holds classes")
     return Targets("classification", ids, n_classes, origin)
 
 
-def _class_names(raw: list[str], spec: CsvData, path: Path, where: str) -> tuple[np.ndarray, int]:
-    """Class names -> ids: the order of data.class_names, else integers as written, else sorted names."""
+def class_ids(raw: list[str], spec: CsvData, path: Path, where: str) -> tuple[np.ndarray, int]:
+    """A column of class labels -> (ids, number of classes).
+
+    Names map to ids in the order of data.class_names, else integers are taken as written, else names sorted.
+    """
     if spec.class_names is None and all(v.strip().lstrip("-").isdigit() for v in raw):
         ids = np.array([int(v) for v in raw], dtype=np.int64)
         if ids.min() < 0:

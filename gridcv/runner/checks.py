@@ -7,10 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
-from gridcv.config import ExecutionSpec, Experiment
-from gridcv.config.tasks import DECLARED, check_task
+from gridcv.config import ExecutionSpec, Experiment, ExperimentSpec
+from gridcv.config.tasks import DECLARED, check_task, stratifies
 from gridcv.data import Source
 from gridcv.errors import ConfigError
 from gridcv.monitoring import Monitoring
@@ -49,6 +50,18 @@ def resolve_task(experiment: Experiment, source: Source) -> Experiment:
     elif spec.task == "regression" and source.n_classes > 1:  # single-target scorers, now that targets are known
         check_task(experiment.where, spec, source.task, DECLARED, source.n_classes)
     return replace(experiment, spec=spec.model_copy(update={"task": source.task}))
+
+
+def labels_to_split(spec: ExperimentSpec, source: Source) -> np.ndarray:
+    """The labels the plan splits by (see :func:`gridcv.plan.split_labels`).
+
+    A segmentation source's per-image labels (each mask's dominant class, unless a CSV
+    label column gives them) cost a read of every mask, so they are read only for a
+    stratified splitter; otherwise every image gets label 0, as before they existed.
+    """
+    if source.task == "segmentation" and not stratifies(spec):
+        return np.zeros(source.n_samples, dtype=np.int64)
+    return source.labels()
 
 
 def check_folder(folder: Path, experiment: Experiment, restart: bool, grouped: bool) -> Monitoring:

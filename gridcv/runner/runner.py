@@ -28,7 +28,7 @@ from gridcv.folders import EXPERIMENT_COPY
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import Plan, make_plan
 from gridcv.runner.changes import adopt_changes, fingerprint_meta
-from gridcv.runner.checks import check_folder, execution_spec, move_aside, resolve_task
+from gridcv.runner.checks import check_folder, execution_spec, labels_to_split, move_aside, resolve_task
 from gridcv.runner.jobs import build_job, check_monitoring, fold_assignment
 from gridcv.runner.loop import RunContext, TaskLoop, resume_hint
 from gridcv.runner.progress import FinishedFold, Reporter, RunShape, SilentReporter
@@ -104,7 +104,7 @@ def run_experiment(
     if spec.task is None and source.task in ("regression", "multilabel"):
         reporter.message(f"task: {source.task} ({getattr(source, 'task_origin', DECLARED).how})")
     spec = experiment.spec
-    plan = make_plan(spec, source.labels(), source.groups(), experiment.where)
+    plan = make_plan(spec, labels_to_split(spec, source), source.groups(), experiment.where)
     folder = experiment.output_dir(options.output)
     experiment.model.check(experiment.base_dir, experiment.where)
     monitoring = check_folder(folder, experiment, options.restart, plan.grouped)
