@@ -40,10 +40,10 @@ def test_an_unknown_key_gets_did_you_mean_from_the_kind_in_use(tmp_path):
 
 def test_an_unknown_or_missing_kind(tmp_path):
     assert error_of(tmp_path, data={"kind": "parquet"}) == (
-        "key 'data.kind' is 'parquet' but must be one of 'arrays', 'images', 'csv'." + TAIL
+        "key 'data.kind' is 'parquet' but must be one of 'arrays', 'images', 'csv', 'python'." + TAIL
     )
     assert error_of(tmp_path, data={"x": "a.npy"}) == (
-        "required key 'data.kind' is missing; add it (one of 'arrays', 'images', 'csv')." + TAIL
+        "required key 'data.kind' is missing; add it (one of 'arrays', 'images', 'csv', 'python')." + TAIL
     )
 
 

@@ -156,6 +156,9 @@ def test_a_mapping_of_callbacks_with_an_unknown_name_argument_or_value(tmp_path)
     assert _error(tmp_path, fit={"callbacks": {"early_stopping": {"patience": "3"}}}) == (
         "e.yaml: key 'fit.callbacks.early_stopping.patience' is '3'; use an integer >= 0."
     )
+    assert _error(tmp_path, fit={"callbacks": [{"name": "reduce_lr_on_plateau", "factor": 1.5}]}) == (
+        "e.yaml: key 'fit.callbacks[0].factor' is 1.5; use a number between 0 and 1."
+    )
 
 
 def test_callback_arguments_as_grid_keys_are_checked(tmp_path):

@@ -16,7 +16,14 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from gridcv.config.data import SEGMENTATION_SCORERS, AugmentSpec, DataSection, ImagesData, is_segmentation
+from gridcv.config.data import (
+    SEGMENTATION_SCORERS,
+    AugmentSpec,
+    DataSection,
+    ImagesData,
+    PythonData,
+    is_segmentation,
+)
 from gridcv.config.explain import unknown_key
 from gridcv.config.schema import CVSpec, ExperimentSpec
 from gridcv.config.tasks import DECLARED, check_task
@@ -37,6 +44,8 @@ def check_experiment(path: str | Path, spec: ExperimentSpec) -> None:
     Ref.parse(spec.model, "model", str(path), role="builder")
     if spec.data.prepare:
         Ref.parse(spec.data.prepare, "data.prepare", str(path))
+    if isinstance(spec.data, PythonData):
+        _check_python_data(path, spec, spec.data)
     _check_grid(path, spec)
     _check_splitter(path, spec.cv)
     _check_task_fits_the_data(path, spec)
@@ -158,13 +167,29 @@ def _check_segmentation(path: str | Path, spec: ExperimentSpec) -> None:
             f"{path}: key 'data.n_classes' is missing; with {mask_key} set, the data is a segmentation "
             "task and masks hold class ids 0 .. n_classes-1, so give their number (e.g. n_classes: 3)."
         )
-    balances = {data.balance, *(v for g in spec.grid_dicts() for v in g.get("balance", []))}
+    balances = {getattr(data, "balance", "none"), *(v for g in spec.grid_dicts() for v in g.get("balance", []))}
     if balances - {"none"}:
         raise ConfigError(
             f"{path}: key 'data.balance' (or grid key 'balance') asks for class balancing, which "
             f"works on one class per sample; with {mask_key} set, labels are per-pixel masks. "
             "Use balance: none (or weight classes in the model's loss)."
         )
+
+
+def _check_python_data(path: str | Path, spec: ExperimentSpec, data: PythonData) -> None:
+    """The references of ``kind: python`` are well formed; gridcv's batch options are not its."""
+    Ref.parse(data.factory, "data.factory", str(path))
+    for key in ("labels", "groups"):
+        text = getattr(data, key)
+        if text is not None and not text.endswith(".npy"):
+            Ref.parse(text, f"data.{key}", str(path))
+    for key in ("augment", "balance"):
+        if any(key in grid for grid in spec.grid_dicts()):
+            raise ConfigError(
+                f"{path}: grid key '{key}' overrides data.{key} of gridcv's own batches, but data: kind: python "
+                f"makes its batches with data.factory. Remove the key, or take a grid key of your own in the factory "
+                "(it gets the candidate's parameters as params= when it names that parameter)."
+            )
 
 
 def _check_task_fits_the_data(path: str | Path, spec: ExperimentSpec) -> None:

@@ -8,12 +8,13 @@ demand.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from gridcv.config.data import ArraysData, DataSpec
+from gridcv.config.data import ArraysData, DataSpec, PythonData
 from gridcv.config.tasks import DECLARED, TaskOrigin
 from gridcv.data.inputs import InputFormat
 from gridcv.data.targets import array_targets
@@ -167,7 +168,13 @@ def _load_npy(path: Path, key: str, where: str) -> np.ndarray:
         ) from None
 
 
-def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file", task: str | None = None) -> Source:
+def open_source(
+    spec: DataSpec,
+    base_dir: Path,
+    where: str = "experiment file",
+    task: str | None = None,
+    call: Callable[..., Any] | None = None,
+) -> Source:
     """Opens and checks the data described by an experiment's ``data:`` section.
 
     Only file lists, labels and groups are read into memory; inputs are read
@@ -179,6 +186,8 @@ def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file", 
         where: The experiment file's name, for error messages.
         task: The declared task, or None to infer it from the targets (see :mod:`gridcv.data.targets`);
             the source's ``task`` says which it is, its ``task_origin`` how it became known.
+        call: How ``kind: python`` calls the user's labels and groups functions (the runner: in a
+            child process, see :mod:`gridcv.data.python`); by default in this process.
 
     Raises:
         DataError: A file is missing or unreadable, inputs and labels disagree, or the
@@ -186,6 +195,10 @@ def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file", 
     """
     if isinstance(spec, ArraysData):
         return _open_arrays(spec, base_dir, where, task)
+    if isinstance(spec, PythonData):
+        from gridcv.data.python import open_python
+
+        return open_python(spec, base_dir, where, task, call)
     from gridcv.data.listing import open_csv, open_image_folder
 
     if spec.kind == "images":
@@ -240,12 +253,16 @@ def prepare_data(spec: DataSpec, base_dir: Path, where: str = "experiment file")
 
     The function (``file.py:function``, relative to the experiment file, or
     ``package.module:function``) gets the experiment folder and must create the
-    files the ``data:`` section names.
+    files the ``data:`` section names. With ``kind: python`` gridcv does not know
+    which files the pipeline reads, so it is called at every run unless the
+    section names ``.npy`` files that exist: it returns at once when its data is there.
     """
     if not spec.prepare:
         return False
-    paths = [getattr(spec, k, None) for k in ("x", "y", "groups", "root", "masks", "path")]
-    if all(resolve_path(p, base_dir).exists() for p in paths if p):
+    paths = [getattr(spec, k, None) for k in ("x", "y", "groups", "root", "masks", "path", "labels")]
+    named = [p for p in paths if p and (not isinstance(spec, PythonData) or p.endswith(".npy"))]
+    # kind: python names no data files but .npy labels: its prepare runs every time (it returns when done).
+    if named and all(resolve_path(p, base_dir).exists() for p in named):
         return False
     prepare = Ref.parse(spec.prepare, "data.prepare", where).load(base_dir, where, DataError)
     prepare(base_dir)

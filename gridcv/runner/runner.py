@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from gridcv.atomic import write_atomic
-from gridcv.config import Experiment, load_experiment
+from gridcv.config import Experiment, PythonData, load_experiment
 from gridcv.config.tasks import DECLARED
 from gridcv.data import open_source, prepare_data
 from gridcv.data.inputs import InputFormat
+from gridcv.data.python import resume_note
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
 from gridcv.execution import Executor, make_executor
+from gridcv.execution.calls import call_in_child
 from gridcv.folders import EXPERIMENT_COPY
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import Plan, make_plan
@@ -99,7 +101,8 @@ def run_experiment(
     spec = experiment.spec
     execution = execution_spec(experiment, options.execution)
     prepare_data(spec.data, experiment.base_dir, experiment.where)
-    source = open_source(spec.data, experiment.base_dir, experiment.where, spec.task)
+    call = call_in_child if execution.isolation == "process" else None  # kind: python's labels function
+    source = open_source(spec.data, experiment.base_dir, experiment.where, spec.task, call)
     experiment = resolve_task(experiment, source)
     if spec.task is None and source.task in ("regression", "multilabel"):
         reporter.message(f"task: {source.task} ({getattr(source, 'task_origin', DECLARED).how})")
@@ -110,6 +113,8 @@ def run_experiment(
     monitoring = check_folder(folder, experiment, options.restart, plan.grouped)
     check_monitoring(spec, plan, monitoring, experiment.where)
 
+    if isinstance(spec.data, PythonData):
+        reporter.message(resume_note(spec.data, experiment.base_dir))
     reporter.message(f"checking the model builder {spec.model} ...")
     executor = make_executor(execution, spec.deterministic, None if options.debug else folder / "logs")
     try:

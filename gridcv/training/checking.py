@@ -12,11 +12,13 @@ candidate is checked instead.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
 
+from gridcv.data.python import FACTORY_CALL, PythonSource
 from gridcv.data.sources import Source, open_source
 from gridcv.errors import BuilderError, DataError, UserError
 from gridcv.execution.messages import FoldJob
@@ -26,9 +28,11 @@ from gridcv.training.building import call_builder, compile_as_asked, release_mem
 from gridcv.training.callbacks import make_callbacks
 from gridcv.training.compiling import first_sentence
 from gridcv.training.outputs import Culprit, loss_info, output_layout, shape_text
+from gridcv.training.user_data import UserPipelines, first_batch
 
 # Samples of the first fold's training split the check runs the model on.
 CHECK_SAMPLES = 4
+_T = TypeVar("_T")
 
 
 def check_builder(job: FoldJob) -> str | None:
@@ -52,6 +56,9 @@ def check_builder(job: FoldJob) -> str | None:
     keras.mixed_precision.set_dtype_policy(job.training.precision)
     try:
         source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.task)
+        pipelines = _user_pipelines(job, source)
+        if pipelines is not None:
+            source = pipelines.source
         try:
             model = call_builder(job, source)
         except UserError:
@@ -60,14 +67,45 @@ def check_builder(job: FoldJob) -> str | None:
             return None if is_out_of_memory(exc) else f"{type(exc).__name__}: {first_sentence(exc)}"
         culprit = compile_as_asked(model, job)
         make_callbacks(job, monitored=True)
-        check_on_batch(job, source, model, culprit)
+        check_on_batch(job, source, model, culprit, pipelines)
+        if pipelines is not None and len(job.test_idx):
+            _factory_step(pipelines.who, "validation", lambda: pipelines.check_validation(job.test_idx[:CHECK_SAMPLES]))
         return None
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            return None  # proves nothing about the model or the data: the folds retry with smaller batches
+        raise
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
         release_memory()
 
 
-def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Culprit) -> None:
+def _user_pipelines(job: FoldJob, source: Source) -> UserPipelines | None:
+    """The user's factory (``data: kind: python``), checked: its signature, what it returns; else None."""
+    if not isinstance(source, PythonSource):
+        return None
+    who = f"{job.data.where}: key 'data.factory': {source.spec.factory}"
+    return _factory_step(who, "training", lambda: UserPipelines(job, source))
+
+
+def _factory_step(who: str, part: str, step: Callable[[], _T]) -> _T:
+    """Runs a step that calls the user's factory; what it raises (but gridcv's own errors) is a DataError."""
+    try:
+        return step()
+    except UserError:
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        raise DataError(
+            f"{who} raised {type(exc).__name__} while making {part} batches: {first_sentence(exc)} gridcv calls it "
+            f"as {FACTORY_CALL} and trains on what it returns."
+        ) from None
+
+
+def check_on_batch(
+    job: FoldJob, source: Source, model: keras.Model, culprit: Culprit, pipelines: UserPipelines | None = None
+) -> None:
     """One forward pass, the output layout, the loss and the metrics on a few training samples.
 
     Raises:
@@ -75,7 +113,10 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
             loss or metrics cannot be computed on the labels.
         DataError: The batch cannot be read.
     """
-    x, y, weights = _first_batch(job, source)
+    if pipelines is None:
+        x, y, weights = _first_batch(job, source)
+    else:
+        x, y, weights = first_batch(pipelines, job.fit_idx[: max(1, min(CHECK_SAMPLES, len(job.fit_idx)))])
     try:
         y_pred = model(x, training=False)
     except Exception as exc:
@@ -86,7 +127,8 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
             f"sample): {type(exc).__name__}: {first_sentence(exc)} Build it for the input_shape gridcv passes."
         ) from None
     shapes = [tuple(t.shape) for t in keras.tree.flatten(y_pred)]
-    output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
+    onehot = pipelines is not None and pipelines.onehot
+    output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit, onehot)
     loss = loss_info(model.loss)
     try:
         _compute_loss(model, x, y, y_pred, weights)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
+import numpy as np
 
+from gridcv.data.python import PythonSource
 from gridcv.data.sources import Source, open_source
 from gridcv.execution.memory import peak_rss, reset_peak_rss
 from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
@@ -28,20 +30,23 @@ from gridcv.training.history import history_summary
 from gridcv.training.outputs import OutputLayout, output_layout, static_output_shapes
 from gridcv.training.saving import save_model_atomic
 from gridcv.training.scoring import score_samples
+from gridcv.training.user_data import FeedCursor, UserFeed, UserPipelines, steps_of
 
 
 @dataclass
 class PreparedFold:
     """A fold ready to train: its data, its model (restored from the newest checkpoint), what the
-    model's outputs mean, and callbacks."""
+    model's outputs mean, and callbacks. With ``data: kind: python``, ``pipelines`` is the user's
+    factory, which makes ``train`` and ``monitor`` and the batches scored."""
 
     source: Source
     model: keras.Model
     layout: OutputLayout
-    train: IndexBatches
-    monitor: IndexBatches | None
+    train: IndexBatches | UserFeed
+    monitor: Any
     callbacks: list[keras.callbacks.Callback]
     restored: TrainingState
+    pipelines: UserPipelines | None = None
 
 
 def run_fold(
@@ -101,17 +106,25 @@ def prepare(job: FoldJob) -> PreparedFold:
     """Opens the data, builds the model (and works out its output layout, refusing one that cannot be
     scored before training), restores the newest checkpoint, makes the callbacks."""
     source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.task)
+    pipelines = UserPipelines(job, source) if isinstance(source, PythonSource) else None
+    if pipelines is not None:
+        source = pipelines.source  # knows its input shape now
     model, culprit = build_model(job, source)
     shapes = static_output_shapes(model, source.input_shape)
-    layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
-    train = training_batches(source, job.data.spec, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
+    onehot = pipelines is not None and pipelines.onehot
+    layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit, onehot)
     # What callbacks monitor: the indices the parent chose (see gridcv.runner.jobs).
-    monitor = (
-        validation_batches(source, job.data.spec, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
-    )
+    train: IndexBatches | UserFeed
+    if pipelines is not None:
+        train = pipelines.training_feed()
+        monitor = pipelines.validation(job.monitor_idx) if len(job.monitor_idx) else None
+    else:
+        data = job.data.spec
+        train = training_batches(source, data, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
+        monitor = validation_batches(source, data, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
     callbacks = make_callbacks(job, monitored=monitor is not None)
     restored = restore_training_state(model, job.checkpoint_dir)
-    return PreparedFold(source, model, layout, train, monitor, callbacks, restored)
+    return PreparedFold(source, model, layout, train, monitor, callbacks, restored, pipelines)
 
 
 def fit(
@@ -130,11 +143,12 @@ def fit(
     checkpoint = EpochCheckpoint(job.checkpoint_dir, state, should_stop, fold.callbacks, saved)
     last = state.epoch if state.extra.get("stopped_early") else job.epochs
     first = min(state.epoch, last)
+    cursor = FeedCursor(fold.train) if isinstance(fold.train, UserFeed) else EpochCursor(fold.train)
     # fit runs even with no epoch left, so that callbacks' on_train_end runs on a
     # finished, resumed fold too (EarlyStopping's restore_best_weights).
     fold.model.fit(
         fold.train.feed(first, last),
-        steps_per_epoch=len(fold.train),
+        steps_per_epoch=steps_of(fold.train),
         epochs=last,
         initial_epoch=first,
         validation_data=fold.monitor,
@@ -143,7 +157,7 @@ def fit(
         # would use Python's global random, whose state no checkpoint can see.
         shuffle=False,
         # EpochCheckpoint comes last: it saves the state the others left after each epoch.
-        callbacks=[EpochCursor(fold.train), *fold.callbacks, checkpoint],
+        callbacks=[cursor, *fold.callbacks, checkpoint],
     )
     return checkpoint.state
 
@@ -155,13 +169,17 @@ def score(job: FoldJob, fold: PreparedFold, trained: FoldOutcome) -> FoldOutcome
         save_model_atomic(fold.model, opts.save_model_to)
     start = time.perf_counter()
     scores: dict[str, float] = {}
+
+    def scores_of(indices: np.ndarray) -> dict[str, float]:
+        if fold.pipelines is not None:
+            return fold.pipelines.score(fold.model, indices, job.scorers, fold.layout)
+        return score_samples(fold.model, fold.source, indices, job.scorers, job.batch_size, fold.layout)
+
     if len(job.test_idx):
-        scores = score_samples(fold.model, fold.source, job.test_idx, job.scorers, job.batch_size, fold.layout)
+        scores = scores_of(job.test_idx)
     info = dict(trained.info)
     if opts.train_score_idx is not None:
-        info["train_scores"] = score_samples(
-            fold.model, fold.source, opts.train_score_idx, job.scorers, job.batch_size, fold.layout
-        )
+        info["train_scores"] = scores_of(opts.train_score_idx)
     info["gpu_peak_memory"] = gpu_peak_memory()
     score_time = time.perf_counter() - start
     return replace(trained, kind=OutcomeKind.DONE, scores=scores, score_time=score_time, peak_rss=peak_rss(), info=info)

@@ -213,6 +213,7 @@ def output_layout(
     input_shape: tuple[int, ...],
     output_shapes: Sequence[tuple[int | None, ...]],
     culprit: Culprit,
+    onehot_targets: bool = False,
 ) -> OutputLayout:
     """The layout of a compiled model's output, or a refusal if gridcv cannot score it.
 
@@ -224,6 +225,7 @@ def output_layout(
         output_shapes: The model's output shapes, batch axis first (from a forward
             pass, or :func:`static_output_shapes`).
         culprit: Whom messages name.
+        onehot_targets: The targets are one-hot rows (a user pipeline's), so a one-hot loss fits them.
 
     Raises:
         BuilderError: The output's shape, activation or loss does not fit the task.
@@ -246,6 +248,8 @@ def output_layout(
     if channels == 1 and n_classes <= 2:
         _check_one_unit(loss, activation, n_classes, culprit)
         return OutputLayout(OutputKind.LOGIT if logits else OutputKind.SIGMOID, n_classes)
+    if onehot_targets:
+        return OutputLayout(OutputKind.LOGITS if logits else OutputKind.PROBABILITIES, n_classes)
     if loss.family == "binary":
         raise BuilderError(
             f"{who} returned a model with {channels} outputs per {_unit(task)} and {culprit.loss(loss.name)}, which "
