@@ -363,3 +363,23 @@ def test_no_traceback_without_debug_and_one_with_it(make_experiment):
         [sys.executable, "-m", "gridcv.cli", "--debug", "run", str(path)], capture_output=True, text=True, timeout=120
     )
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_a_callback_mapping_with_an_unknown_name_or_argument(finished_run, capsys):
+    path, folder, before = finished_run
+    rewrite(path, fit={"epochs": 2, "batch_size": 16, "callbacks": {"early_stoping": {"patience": 2}}})
+    code, err = run_cli(capsys, "run", str(path))
+    assert (code, err) == (
+        2,
+        f"gridcv: error: {path}: key 'fit.callbacks' names 'early_stoping', which is not a gridcv callback. Did you "
+        "mean 'early_stopping'? Use one of early_stopping, reduce_lr_on_plateau, model_checkpoint, tensorboard, or "
+        "'module:ClassName' for a callback of your own.",
+    )
+    rewrite(path, fit={"epochs": 2, "batch_size": 16, "callbacks": {"early_stopping": {"patient": 2}}})
+    code, err = run_cli(capsys, "run", str(path))
+    assert (code, err) == (
+        2,
+        f"gridcv: error: {path}: unknown key 'patient' in 'fit.callbacks.early_stopping' (did you mean 'patience'?); "
+        "early_stopping takes monitor, min_delta, patience, mode, baseline, restore_best_weights, start_from_epoch.",
+    )
+    assert snapshot(folder) == before

@@ -85,3 +85,19 @@ def test_segmentation_needs_n_classes_and_pixel_scorers(tmp_path):
         "sample; with data.masks set, labels are per-pixel masks. Use balance: none (or weight classes in the "
         "model's loss)."
     )
+
+
+def test_kind_python_takes_a_factory_and_labels_not_gridcvs_batch_options(tmp_path):
+    python = {"kind": "python", "factory": "p.py:make", "labels": "p.py:labels"}
+    assert error_of(tmp_path, data={**python, "augment": {"rotation": 5}}) == (
+        "unknown key 'augment' in 'data'; valid keys there are prepare, kind, factory, labels, groups." + TAIL
+    )
+    assert error_of(tmp_path, data=python, grid={"augment": [True, False]}) == (
+        "grid key 'augment' overrides data.augment of gridcv's own batches, but data: kind: python makes its batches "
+        "with data.factory. Remove the key, or take a grid key of your own in the factory (it gets the candidate's "
+        "parameters as params= when it names that parameter)."
+    )
+    assert error_of(tmp_path, data={**python, "factory": "p.py"}) == (
+        "key 'data.factory' is 'p.py'; write it as 'path/to/file.py:function' (relative to the experiment file) or "
+        "'package.module:function'."
+    )

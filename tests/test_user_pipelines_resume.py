@@ -66,3 +66,19 @@ def test_a_pipeline_out_of_memory_is_retried_with_half_the_batch(tmp_path, facto
     # the factory was called again with the smaller batch, for the fold that ran out of memory
     sizes = [(c["n"], c["batch_size"], c["training"]) for c in calls(tmp_path)]
     assert (30, 8, True) in sizes and (30, 8, False) in sizes
+
+
+def test_the_runner_never_imports_the_users_keras_module(tmp_path):
+    """pipelines.py imports Keras and TensorFlow beside its labels function: the runner calls it in a child."""
+    import subprocess
+    import sys
+
+    path = pipeline_experiment(tmp_path, "make_tf_data", execution={"isolation": "process"})
+    code = (
+        "import sys, gridcv; gridcv.run_experiment(sys.argv[1]);"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "[]"
+    assert gridcv.load_folds(path)["status"].tolist() == ["done", "done"]
