@@ -5,13 +5,17 @@
 in the runner would load TensorFlow there (~1 GB, seconds). The runner calls
 such functions here instead: in a spawned process that sends the result back
 through a pipe and exits. The cost is one process start and the module's
-imports, once per run.
+imports, once per run. The child's stderr (TensorFlow's C++ log lines, the
+user's prints) goes to a temporary log file, as a worker's goes to its log, so
+the runner's own output stays gridcv's: the file is deleted once the child has
+answered, and named when it died without answering.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -33,8 +37,10 @@ def call_in_child(fn: Callable[..., Any], *args: Any) -> Any:
         DataError: ``fn`` raised anything else, or the child died before answering.
     """
     ctx = multiprocessing.get_context("spawn")
+    handle, log = tempfile.mkstemp(prefix="gridcv-call-", suffix=".log")
+    os.close(handle)
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, fn, args), name="gridcv-call", daemon=True)
+    child = ctx.Process(target=_child, args=(send, log, fn, args), name="gridcv-call", daemon=True)
     child.start()
     send.close()
     try:
@@ -43,18 +49,22 @@ def call_in_child(fn: Callable[..., Any], *args: Any) -> Any:
         child.join()
         raise DataError(
             f"the process that called {fn.__name__} for the runner died (exit code {child.exitcode}) before it "
-            "answered; run with --debug to see its output."
+            f"answered; its output is in {log}."
         ) from None
     finally:
         receive.close()
     child.join()
+    os.unlink(log)
     if tag == "ok":
         return payload
     kind, message = payload
     raise _USER_ERRORS.get(kind, DataError)(message)
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child(conn: Connection, log: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    handle = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(handle, 2)  # TensorFlow's C++ logs write to the file descriptor, not to sys.stderr
+    os.close(handle)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the user's module may import TensorFlow
     try:
         reply: tuple[str, Any] = ("ok", fn(*args))
