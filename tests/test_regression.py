@@ -12,7 +12,7 @@ import pytest
 import yaml
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import f1_score, roc_auc_score
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, RepeatedKFold
 
 import gridcv
 from gridcv.config.tasks import SINGLE_TARGET_SCORERS, regression_scorers
@@ -106,6 +106,34 @@ def test_regression_results_equal_grid_search_cv_value_for_value(make_experiment
     for name in REGRESSION_SCORERS:  # each regression scorer, by name
         for column in [c for c in expected if c.endswith(f"_test_{name}")]:
             assert results[column].tolist() == list(expected[column]), column
+
+
+@pytest.mark.parametrize(
+    ("cv", "splitter"),
+    [
+        (
+            {"splitter": "RepeatedKFold", "n_splits": 3, "n_repeats": 2, "random_state": 0},
+            RepeatedKFold(n_splits=3, n_repeats=2, random_state=0),
+        ),
+        ({"splitter": "GroupKFold", "n_splits": 3}, GroupKFold(n_splits=3)),
+    ],
+)
+def test_regression_with_repeated_and_group_splitters_equals_grid_search_cv(make_experiment, tmp_path, cv, splitter):
+    x, y = write_regression(tmp_path)
+    data = {"kind": "arrays", "x": "data/x.npy", "y": "data/y_reg.npy"}
+    groups = np.arange(len(y)) % 9 if cv["splitter"] == "GroupKFold" else None
+    if groups is not None:
+        np.save(tmp_path / "data" / "groups.npy", groups)
+        data["groups"] = "data/groups.npy"
+    scoring = ["r2", "neg_mean_squared_error"]
+    path = regression_experiment(make_experiment, tmp_path, data=data, cv=cv, grid={"scale": [2.0]}, scoring=scoring)
+    gridcv.run_experiment(path)
+    results = gridcv.load_results(path)
+    search = GridSearchCV(Scaled(), {"scale": [2.0]}, scoring=scoring, cv=splitter, refit=False)
+    expected = search.fit(x, y, groups=groups).cv_results_
+    for column in [c for c in expected if "_test_" in c]:
+        assert results[column].tolist() == list(expected[column]), column
+    assert gridcv.load_folds(path)["status"].tolist() == ["done"] * (6 if "n_repeats" in cv else 3)
 
 
 def test_the_task_is_inferred_from_float_targets_and_the_fold_rows_say_so(make_experiment, tmp_path):
