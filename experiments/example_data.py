@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from sklearn.cluster import KMeans
-from sklearn.datasets import load_digits, load_sample_images
+from sklearn.datasets import load_diabetes, load_digits, load_sample_images
 
 
 def _atomic_folder(final: Path, fill: Callable[[Path], None]) -> None:
@@ -45,6 +45,22 @@ def prepare_images(experiment_dir: Path) -> None:
             Image.fromarray(image).save(folder / str(label) / f"{i:04d}.png")
 
     _atomic_folder(experiment_dir / "data" / "digits_images", fill)
+
+
+def prepare_images_if_missing(experiment_dir: Path) -> None:
+    """prepare_images, unless the folder is there: kind: python names no file gridcv could check, so this runs
+    at every run and returns at once when the data exists."""
+    if not (experiment_dir / "data" / "digits_images").is_dir():
+        prepare_images(experiment_dir)
+
+
+def prepare_diabetes(experiment_dir: Path) -> None:
+    """data/diabetes_x.npy (442, 10) float32, standardised, and data/diabetes_y.npy, the float64 target."""
+    x, y = load_diabetes(return_X_y=True)
+    out = experiment_dir / "data"
+    out.mkdir(exist_ok=True)
+    np.save(out / "diabetes_x.npy", ((x - x.mean(axis=0)) / x.std(axis=0)).astype(np.float32))
+    np.save(out / "diabetes_y.npy", y.astype(np.float64))
 
 
 def prepare_csv(experiment_dir: Path) -> None:

@@ -40,3 +40,16 @@ def build_segmentation(params: dict[str, Any], input_shape: tuple[int, ...], n_c
         loss="sparse_categorical_crossentropy",
     )
     return model
+
+
+def build_regressor(params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """A small MLP with one linear output per target (``n_classes`` is the number of targets for regression)."""
+    model = keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.Dense(params.get("units", 32), activation="relu"),
+            keras.layers.Dense(n_classes),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=params.get("learning_rate", 3e-3)), loss="mse")
+    return model

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gridcv.config.data import is_segmentation
 from gridcv.config.schema import ExperimentSpec
 from gridcv.errors import ConfigError
 
@@ -145,6 +146,7 @@ def make_plan(
     Raises:
         ConfigError: The splitter cannot split these labels as configured.
     """
+    y = split_labels(spec.task, y)
     splits = _split(spec, y, groups, source)
     cands = candidates(spec)
     tasks = []
@@ -171,6 +173,21 @@ def make_plan(
         groups=None if groups is None else np.asarray(groups),
         grouped=grouped,
     )
+
+
+def split_labels(task: str | None, targets: np.ndarray) -> np.ndarray:
+    """What splitters and monitoring splits stratify by: one label per sample.
+
+    Class ids (classification), the per-image label of segmentation as given;
+    for multilabel the id of each sample's combination of labels (so a part of
+    a training split keeps the mix of combinations where it can); for regression
+    zeros: numbers have no classes (stratified splitters are refused for it).
+    """
+    if task == "regression":
+        return np.zeros(len(targets), dtype=np.int64)
+    if task == "multilabel":
+        return np.unique(np.asarray(targets), axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return np.asarray(targets)
 
 
 def _split(
@@ -204,6 +221,14 @@ def _split(
 def _check_class_counts(spec: ExperimentSpec, y: np.ndarray, splitter: Any, source: str) -> None:
     n_splits = splitter.get_n_splits()
     classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < n_splits and is_segmentation(spec.data):
+        worst = classes[counts.argmin()].item()
+        raise ConfigError(
+            f"{source}: key 'cv.n_splits' is {n_splits}, but only {counts.min()} image(s) have label {worst!r} (the "
+            "dominant class of their mask, or their data.y_column label), which stratified splits keep in every "
+            f"fold. Lower cv.n_splits to at most {counts.min()}, give the images labels to stratify by in a CSV "
+            "column (kind: csv, data.y_column), or use KFold."
+        )
     if counts.min() < n_splits:
         worst = classes[counts.argmin()].item()
         raise ConfigError(

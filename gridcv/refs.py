@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridcv.errors import ConfigError, UserError
+from gridcv.errors import ConfigError, UserError, did_you_mean
 
 _REF = re.compile(r"^(?P<module>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -116,7 +116,8 @@ class Ref:
             if self.name not in defined:
                 raise ConfigError(
                     f"{where}: key '{self.key}' names {self.name}() in {file}, which defines no such function "
-                    f"(it defines {', '.join(sorted(defined)) or 'nothing'}). Fix the name after the colon."
+                    f"(it defines {', '.join(sorted(defined)) or 'nothing'}).{did_you_mean(self.name, defined)} Fix "
+                    "the name after the colon."
                 )
             return
         try:

@@ -167,11 +167,18 @@ def test_a_compile_section_keras_refuses(make_experiment, finished_folder, capsy
 
 
 def test_a_callback_that_cannot_be_made(make_experiment, finished_folder, capsys):
-    callbacks = [{"name": "early_stopping", "patience": 1}, {"name": "reduce_lr_on_plateau", "factor": 1.5}]
-    path = make_experiment(fit={"epochs": 1, "batch_size": 16, "callbacks": callbacks})
+    """Built-in callbacks' arguments are type-checked in the parent (tests/test_training_config.py); what only
+    the constructor knows is found by the up-front check."""
+    threshold = "\n\nclass Threshold(keras.callbacks.Callback):\n    def __init__(self, threshold):\n"
+    threshold += "        super().__init__()\n        if threshold < 0:\n"
+    threshold += "            raise ValueError('threshold must be >= 0')\n"
+    callbacks = [{"name": "early_stopping", "patience": 1}, {"name": "builder.py:Threshold", "threshold": -1}]
+    path = make_experiment(
+        builder=TINY_BUILDER + threshold, fit={"epochs": 1, "batch_size": 16, "callbacks": callbacks}
+    )
     assert refused(path, finished_folder, capsys) == (
-        f"{path}: key 'fit.callbacks[1]' (reduce_lr_on_plateau, factor=1.5) cannot be made: ValueError: "
-        "ReduceLROnPlateau does not support a factor >= 1.0. Received factor=1.5. Fix its arguments."
+        f"{path}: key 'fit.callbacks[1]' (builder.py:Threshold, threshold=-1) cannot be made: ValueError: "
+        "threshold must be >= 0. Fix its arguments."
     )
 
 

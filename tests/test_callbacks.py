@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 import gridcv
 from gridcv.config import load_experiment
 from gridcv.plan import monitoring_split
 from gridcv.runner.progress import SilentReporter
 from gridcv.store.checkpoints import list_checkpoints, read_checkpoint
-from tests.conftest import TINY_BUILDER
+from tests.conftest import TINY_BUILDER, base_config
 
 # min_delta larger than any change in the loss: no epoch after the first counts as an
 # improvement, so when callbacks act does not depend on the numbers training produces.
@@ -208,3 +209,34 @@ def test_monitoring_on_a_split_of_training_data(uncompiled_experiment):
     assert load_experiment(path).spec.fit.validation_split_from_train == 0.25
     gridcv.run_experiment(path)
     assert gridcv.load_folds(path)["stopped_epoch"].tolist() == [2, 2]
+
+
+def test_callback_arguments_as_grid_keys_make_candidates_and_param_columns(uncompiled_experiment):
+    fit = {"epochs": 6, "batch_size": 16, "callbacks": {"early_stopping": NEVER_IMPROVES}}
+    path = uncompiled_experiment(fit=fit, grid={"early_stopping.patience": [1, 2]})
+    gridcv.run_experiment(path)
+    results = gridcv.load_results(path)
+    assert results["param_early_stopping.patience"].tolist() == [1, 2]
+    assert results["params"].tolist() == [{"early_stopping.patience": 1}, {"early_stopping.patience": 2}]
+    # epoch 1 sets the best and nothing improves after it: patience p stops after epoch 1 + p
+    assert gridcv.load_folds(path)["epochs_run"].tolist() == [2, 2, 3, 3]
+
+
+def test_the_refit_reads_callback_arguments_from_its_candidates_grid_keys(tmp_path):
+    """Monitoring the test fold, the refit trains for the folds' kept epochs: the best epoch when the
+    candidate restores the best weights (here by a grid key, not in fit.callbacks), else the epochs run."""
+    from gridcv.monitoring import Monitored, Monitoring
+    from gridcv.runner.refit import refit_epochs
+    from gridcv.store import FoldRow, FoldStatus
+
+    path = tmp_path / "e.yaml"
+    stop = {"early_stopping": {"monitor": "val_loss", "patience": 2}}
+    fit = {"epochs": 10, "callbacks": stop, "monitor_test_fold": True}
+    path.write_text(yaml.safe_dump(base_config(fit=fit, grid={"early_stopping.restore_best_weights": [True, False]})))
+    spec = load_experiment(path).spec
+    rows = [
+        FoldRow(f"t{i}", "c", 0, {}, i, 0, FoldStatus.DONE, 1, epochs_run=6, info={"best_epoch": 4}) for i in range(2)
+    ]
+    monitoring = Monitoring(Monitored.TEST_FOLD)
+    assert refit_epochs(spec, rows, "c", {"early_stopping.restore_best_weights": True}, monitoring) == 4
+    assert refit_epochs(spec, rows, "c", {"early_stopping.restore_best_weights": False}, monitoring) == 6

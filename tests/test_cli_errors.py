@@ -54,7 +54,7 @@ def test_unknown_top_level_key_suggests_the_right_one(finished_run, capsys):
     assert code == 2
     assert err == (
         f"gridcv: error: {path}: unknown key 'fitt' at the top level (did you mean 'fit'?); valid keys there are "
-        "name, output, seed, deterministic, data, model, fit, grid, cv, scoring, return_train_score, "
+        "name, output, seed, deterministic, data, task, model, fit, grid, cv, scoring, return_train_score, "
         "train_score_max_samples, refit, compile, execution. "
         "See experiments/digits.yaml for a valid file."
     )
@@ -127,22 +127,36 @@ def test_x_and_y_lengths_differ(make_experiment, capsys):
     )
 
 
-def test_float_labels(make_experiment, capsys):
+def test_float_labels_make_a_regression_task_that_accuracy_does_not_score(make_experiment, capsys):
+    """Whole numbers saved as floats: the task is inferred from their type; the scorer check says both fixes."""
     path = make_experiment()
     np.save(path.parent / "data" / "y_float.npy", np.arange(60) % 3 * 1.0)
     rewrite(path, data={"kind": "arrays", "x": "data/x.npy", "y": "data/y_float.npy"})
+    config = yaml.safe_load(path.read_text())
+    del config["scoring"]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     code, err = run_cli(capsys, "run", str(path))
     assert code == 2
     assert err == (
-        f"gridcv: error: {path}: key 'data.y' must hold integer class labels, but data/y_float.npy has dtype "
-        "float64 (every value is a whole number: 3 distinct, e.g. 0.0). Save them as integers: "
-        "np.save(path, y.astype(np.int64))."
+        f"gridcv: error: {path}: key 'scoring' is not set, so it is 'accuracy' (the default), which scores predicted "
+        "classes, but the task is regression (inferred from key 'data.y': data/y_float.npy holds float64 numbers). "
+        "Set scoring to regression scorers (r2, neg_mean_squared_error, neg_root_mean_squared_error, "
+        "neg_mean_absolute_error, ...). Or, if they are class ids, save them as integers (np.save(path, "
+        "y.astype(np.int64))) or declare task: classification."
     )
+    assert not (path.parent / "results").exists()
+
+
+def test_float_labels_declared_as_classes_are_taken_as_classes(make_experiment):
+    path = make_experiment(task="classification")
+    np.save(path.parent / "data" / "y_float.npy", np.arange(60) % 3 * 1.0)
+    rewrite(path, data={"kind": "arrays", "x": "data/x.npy", "y": "data/y_float.npy"})
+    assert main(["run", str(path), "--quiet"]) == 0
 
 
 def test_labels_that_are_a_numeric_target(make_experiment, capsys):
     """0.0, 0.05, 0.1, ...: as classes, 60 classes of one sample each; refused before any fold trains."""
-    path = make_experiment()
+    path = make_experiment(task="classification")
     np.save(path.parent / "data" / "y_target.npy", np.arange(60) / 20)
     rewrite(path, data={"kind": "arrays", "x": "data/x.npy", "y": "data/y_target.npy"})
     code, err = run_cli(capsys, "run", str(path))
@@ -150,14 +164,14 @@ def test_labels_that_are_a_numeric_target(make_experiment, capsys):
     assert err == (
         f"gridcv: error: {path}: key 'data.y' must hold class labels, but data/y_target.npy (dtype float64) holds "
         "60 distinct numbers that are not all integers (e.g. 0.05 at index 1); as classes, each distinct value "
-        "would be a class of its own. Class labels are integers 0 .. n_classes-1; a numeric target needs "
-        "regression, not classification."
+        "would be a class of its own. Class labels are integers 0 .. n_classes-1; for a numeric target, set "
+        "task: regression."
     )
     assert not (path.parent / "results").exists()
 
 
 def test_csv_labels_that_are_a_numeric_target(make_experiment, capsys):
-    path = make_experiment()
+    path = make_experiment(task="classification")
     (path.parent / "samples").mkdir()
     rows = ["file,label"]
     for i, value in enumerate(["3", "0.53", "1.25", "0.53", "2", "7.5e-1"]):
@@ -171,9 +185,18 @@ def test_csv_labels_that_are_a_numeric_target(make_experiment, capsys):
         f"gridcv: error: {path}: key 'data.y_column' is 'label', but that column of "
         f"{path.parent / 'samples' / 'list.csv'} holds 5 distinct numbers that are not all integers (e.g. '0.53' "
         "in row 3); as classes, each distinct value would be a class of its own. Class labels are integers "
-        "0 .. n_classes-1 or names; a numeric target needs regression, not classification."
+        "0 .. n_classes-1 or names; for a numeric target, set task: regression."
     )
     assert not (path.parent / "results").exists()
+    rewrite(path, task=None, scoring="accuracy")  # inferred: regression, which accuracy does not score
+    code, err = run_cli(capsys, "run", str(path))
+    assert code == 2
+    assert err == (
+        f"gridcv: error: {path}: key 'scoring' names 'accuracy', which scores predicted classes, but the task is "
+        f"regression (inferred from key 'data.y_column': column 'label' of {path.parent / 'samples' / 'list.csv'} "
+        "holds numbers that are not all whole). Set scoring to regression scorers (r2, neg_mean_squared_error, "
+        "neg_root_mean_squared_error, neg_mean_absolute_error, ...)."
+    )
 
 
 def test_a_grid_value_that_is_not_a_list(make_experiment, capsys):
@@ -340,3 +363,23 @@ def test_no_traceback_without_debug_and_one_with_it(make_experiment):
         [sys.executable, "-m", "gridcv.cli", "--debug", "run", str(path)], capture_output=True, text=True, timeout=120
     )
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_a_callback_mapping_with_an_unknown_name_or_argument(finished_run, capsys):
+    path, folder, before = finished_run
+    rewrite(path, fit={"epochs": 2, "batch_size": 16, "callbacks": {"early_stoping": {"patience": 2}}})
+    code, err = run_cli(capsys, "run", str(path))
+    assert (code, err) == (
+        2,
+        f"gridcv: error: {path}: key 'fit.callbacks' names 'early_stoping', which is not a gridcv callback. Did you "
+        "mean 'early_stopping'? Use one of early_stopping, reduce_lr_on_plateau, model_checkpoint, tensorboard, or "
+        "'module:ClassName' for a callback of your own.",
+    )
+    rewrite(path, fit={"epochs": 2, "batch_size": 16, "callbacks": {"early_stopping": {"patient": 2}}})
+    code, err = run_cli(capsys, "run", str(path))
+    assert (code, err) == (
+        2,
+        f"gridcv: error: {path}: unknown key 'patient' in 'fit.callbacks.early_stopping' (did you mean 'patience'?); "
+        "early_stopping takes monitor, min_delta, patience, mode, baseline, restore_best_weights, start_from_epoch.",
+    )
+    assert snapshot(folder) == before

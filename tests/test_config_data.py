@@ -40,10 +40,10 @@ def test_an_unknown_key_gets_did_you_mean_from_the_kind_in_use(tmp_path):
 
 def test_an_unknown_or_missing_kind(tmp_path):
     assert error_of(tmp_path, data={"kind": "parquet"}) == (
-        "key 'data.kind' is 'parquet' but must be one of 'arrays', 'images', 'csv'." + TAIL
+        "key 'data.kind' is 'parquet' but must be one of 'arrays', 'images', 'csv', 'python'." + TAIL
     )
     assert error_of(tmp_path, data={"x": "a.npy"}) == (
-        "required key 'data.kind' is missing; add it (one of 'arrays', 'images', 'csv')." + TAIL
+        "required key 'data.kind' is missing; add it (one of 'arrays', 'images', 'csv', 'python')." + TAIL
     )
 
 
@@ -84,4 +84,20 @@ def test_segmentation_needs_n_classes_and_pixel_scorers(tmp_path):
         "key 'data.balance' (or grid key 'balance') asks for class balancing, which works on one class per "
         "sample; with data.masks set, labels are per-pixel masks. Use balance: none (or weight classes in the "
         "model's loss)."
+    )
+
+
+def test_kind_python_takes_a_factory_and_labels_not_gridcvs_batch_options(tmp_path):
+    python = {"kind": "python", "factory": "p.py:make", "labels": "p.py:labels"}
+    assert error_of(tmp_path, data={**python, "augment": {"rotation": 5}}) == (
+        "unknown key 'augment' in 'data'; valid keys there are prepare, kind, factory, labels, groups." + TAIL
+    )
+    assert error_of(tmp_path, data=python, grid={"augment": [True, False]}) == (
+        "grid key 'augment' overrides data.augment of gridcv's own batches, but data: kind: python makes its batches "
+        "with data.factory. Remove the key, or take a grid key of your own in the factory (it gets the candidate's "
+        "parameters as params= when it names that parameter)."
+    )
+    assert error_of(tmp_path, data={**python, "factory": "p.py"}) == (
+        "key 'data.factory' is 'p.py'; write it as 'path/to/file.py:function' (relative to the experiment file) or "
+        "'package.module:function'."
     )

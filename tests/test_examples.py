@@ -15,9 +15,11 @@ pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "experiments"
 
 
-@pytest.mark.parametrize("name", ["digits_images", "digits_csv", "segmentation"])
+@pytest.mark.parametrize(
+    "name", ["digits_images", "digits_csv", "segmentation", "digits_sequence", "diabetes_regression"]
+)
 def test_example_prepares_its_data_and_runs(tmp_path, name):
-    for helper in ("models.py", "example_data.py"):
+    for helper in ("models.py", "example_data.py", "digits_sequence.py"):
         shutil.copy(EXAMPLES / helper, tmp_path / helper)
     config = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
     # As shipped, but one epoch of one candidate, in this process: a smoke test, not a benchmark.

@@ -83,3 +83,23 @@ def test_more_splits_than_members_of_a_class_is_a_config_error():
 def test_group_splitter_without_groups_is_a_config_error():
     with pytest.raises(ConfigError, match=r"exp.yaml: key 'cv' cannot split these 30 samples with GroupKFold"):
         make_plan(spec(cv={"splitter": "GroupKFold", "n_splits": 3}), Y, source="exp.yaml")
+
+
+def test_too_few_images_of_a_label_for_stratified_segmentation_splits():
+    segmentation = {"kind": "images", "root": "im", "masks": "m", "n_classes": 3}
+    y = np.array([0] * 10 + [2] * 2)
+    with pytest.raises(ConfigError) as err:
+        make_plan(spec(data=segmentation, scoring="mean_iou"), y, source="exp.yaml")
+    assert str(err.value) == (
+        "exp.yaml: key 'cv.n_splits' is 3, but only 2 image(s) have label 2 (the dominant class of their mask, or "
+        "their data.y_column label), which stratified splits keep in every fold. Lower cv.n_splits to at most 2, "
+        "give the images labels to stratify by in a CSV column (kind: csv, data.y_column), or use KFold."
+    )
+
+
+def test_regression_and_multilabel_split_labels():
+    from gridcv.plan import split_labels
+
+    assert split_labels("regression", np.array([0.5, 1.5, 2.5])).tolist() == [0, 0, 0]
+    assert split_labels("multilabel", np.array([[0, 1], [1, 1], [0, 1]])).tolist() == [0, 1, 0]
+    assert split_labels("classification", np.array([2, 0])).tolist() == [2, 0]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gridcv.data.sources import ArraySource
+from gridcv.config import parse_data
+from gridcv.data.sources import ArraySource, open_source
 from gridcv.errors import DataError
 from tests.conftest import source_of, write_arrays, write_image_folder, write_segmentation
 
@@ -200,6 +201,94 @@ def test_numeric_labels_named_in_class_names_are_classes(tmp_path):
         np.save(tmp_path / f"{i}.npy", np.zeros(2))
     (tmp_path / "m.csv").write_text("file,label\n0.npy,0.5\n1.npy,1.5\n2.npy,0.5\n3.npy,1.5\n")
     source = source_of({"kind": "csv", "path": "m.csv", "class_names": ["1.5", "0.5"]}, tmp_path, W)
-    assert source.labels().tolist() == [1, 0, 1, 0]
+    assert source.labels().tolist() == [1, 0, 1, 0] and source.task == "classification"
+    # Without class_names, numbers that are not all whole are a regression target ...
+    guessed = source_of({"kind": "csv", "path": "m.csv"}, tmp_path, W)
+    assert (guessed.task, guessed.labels().tolist(), guessed.n_classes) == ("regression", [0.5, 1.5, 0.5, 1.5], 1)
+    # ... and refused as classes when the task is declared so.
     with pytest.raises(DataError, match=r"holds 2 distinct numbers that are not all integers \(e.g. '0.5' in row 2\)"):
-        source_of({"kind": "csv", "path": "m.csv"}, tmp_path, W)
+        open_source(parse_data({"kind": "csv", "path": "m.csv"}), tmp_path, W, task="classification")
+
+
+# --- segmentation: a label per image to stratify by ---------------------------------------------
+
+
+def write_dominant_masks(folder, n: int = 12) -> list[int]:
+    """images/<i>.png and masks/<i>.png whose dominant class is i % 3 (two thirds of the pixels)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    dominant = [i % 3 for i in range(n)]
+    for i, c in enumerate(dominant):
+        mask = np.full((6, 6), c, dtype=np.uint8)
+        mask[:2] = (c + 1) % 3
+        Image.fromarray(mask).save(folder / "masks" / f"s{i:02d}.png")
+        Image.fromarray((mask * 80).astype(np.uint8)).save(folder / "images" / f"s{i:02d}.png")
+    return dominant
+
+
+def test_segmentation_images_are_labelled_by_their_masks_dominant_class_or_a_csv_column(tmp_path):
+    dominant = write_dominant_masks(tmp_path)
+    source = source_of({"kind": "images", "root": "images", "masks": "masks", "n_classes": 3}, tmp_path, W)
+    assert source.labels().tolist() == dominant
+    rows = ["file,mask,label"] + [f"images/s{i:02d}.png,masks/s{i:02d}.png,{'ab'[i % 2]}" for i in range(12)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    section = {"kind": "csv", "path": "m.csv", "x_column": "file", "mask_column": "mask", "n_classes": 3}
+    assert source_of(section, tmp_path, W).labels().tolist() == [0, 1] * 6  # the column, not the masks
+
+
+def test_stratified_splits_of_segmentation_keep_each_dominant_class_in_every_fold(tmp_path):
+    from gridcv.config import ExperimentSpec
+    from gridcv.plan import make_plan
+    from gridcv.runner.checks import labels_to_split
+
+    write_dominant_masks(tmp_path)
+    data = {"kind": "images", "root": "images", "masks": "masks", "n_classes": 3}
+    source = source_of(data, tmp_path, W)
+
+    def spec(splitter: str) -> ExperimentSpec:
+        cv = {"splitter": splitter, "n_splits": 4, "shuffle": True, "random_state": 0}
+        return ExperimentSpec(name="s", data=data, model="m.py:b", grid={"a": [1]}, cv=cv, scoring="mean_iou")
+
+    plan = make_plan(spec("StratifiedKFold"), labels_to_split(spec("StratifiedKFold"), source), None, W)
+    assert [sorted(source.labels()[test].tolist()) for _, test in plan.splits] == [[0, 1, 2]] * 4
+    # KFold reads no mask to plan: every image is label 0, as before images had labels
+    fresh = source_of(data, tmp_path, W)
+    assert labels_to_split(spec("KFold"), fresh).tolist() == [0] * 12 and fresh._labels is None
+
+
+def test_on_bad_file_skip_reads_headers_not_pixels(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    write_image_folder(tmp_path / "images")
+    noise = np.random.default_rng(0).integers(0, 255, size=(8, 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    Image.fromarray(noise).resize((8, 8)).save(tmp_path / "images" / "a" / "photo.jpg", quality=95)
+    Image.fromarray(noise).save(tmp_path / "images" / "c" / "big.jpg", quality=95)
+    png = (tmp_path / "images" / "a" / "000.png").read_bytes()
+    (tmp_path / "images" / "b" / "cut.png").write_bytes(png[: len(png) - 20])  # header intact, data cut
+    jpeg = (tmp_path / "images" / "c" / "big.jpg").read_bytes()  # 64x64: the scan data is most of the file
+    (tmp_path / "images" / "c" / "big.jpg").unlink()
+    (tmp_path / "images" / "c" / "cut.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
+
+    def no_decoding(self: object) -> None:
+        raise AssertionError("a pixel was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = source_of({"kind": "images", "root": "images", "on_bad_file": "skip"}, tmp_path, W)
+    monkeypatch.undo()
+    # The PNG's checksums find it; the JPEG's header is intact, so it is kept ...
+    cut_png, cut_jpeg = tmp_path / "images" / "b" / "cut.png", tmp_path / "images" / "c" / "cut.jpg"
+    assert [str(w.message) for w in caught] == [
+        f"{W}: skipping 1 unreadable file(s) (data.on_bad_file: skip): {cut_png}"
+    ]
+    assert source.n_samples == 32
+    # ... and named when its batch is read, with what the header check cannot see.
+    where = int(np.flatnonzero([f.endswith("cut.jpg") for f in source.files(np.arange(32))])[0])
+    with pytest.raises(DataError) as err:
+        source.read(np.array([where]))
+    assert str(err.value) == (
+        f"{W}: {cut_jpeg} cannot be read as an image (image file is truncated (51 bytes not processed)). "
+        "data.on_bad_file: skip checks each file's header (and a PNG's checksums) when the data is opened, not its "
+        "pixel data, so this file was found only now. Replace or delete it, then run again: finished folds are kept."
+    )

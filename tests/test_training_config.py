@@ -120,3 +120,74 @@ def test_static_name_lists_match_keras():
     }
     for name, cls in classes.items():
         assert set(CALLBACKS[name]) <= set(inspect.signature(cls).parameters), name
+
+
+# --- callbacks written as a mapping, and their arguments as grid keys ----------------------------
+
+
+def test_a_mapping_of_callbacks_is_the_list_written_otherwise(tmp_path):
+    path = tmp_path / "e.yaml"
+    as_mapping = {"early_stopping": {"monitor": "val_loss", "patience": 3}, "reduce_lr_on_plateau": None}
+    as_list = [{"name": "early_stopping", "monitor": "val_loss", "patience": 3}, {"name": "reduce_lr_on_plateau"}]
+    path.write_text(yaml.safe_dump(base_config(fit={"epochs": 2, "callbacks": as_mapping})))
+    mapped = load_experiment(path)
+    path.write_text(yaml.safe_dump(base_config(fit={"epochs": 2, "callbacks": as_list})))
+    listed = load_experiment(path)
+    assert mapped.spec.fit.callbacks == listed.spec.fit.callbacks
+    assert [c.name for c in mapped.spec.fit.callbacks] == ["early_stopping", "reduce_lr_on_plateau"]
+    assert mapped.fingerprint() == listed.fingerprint()  # the same callbacks, however written
+
+
+def test_a_mapping_of_callbacks_with_an_unknown_name_argument_or_value(tmp_path):
+    fit = {"callbacks": {"early_stoping": {"patience": 3}}}
+    assert _error(tmp_path, fit=fit) == (
+        "e.yaml: key 'fit.callbacks' names 'early_stoping', which is not a gridcv callback. Did you mean "
+        "'early_stopping'? Use one of early_stopping, reduce_lr_on_plateau, model_checkpoint, tensorboard, or "
+        "'module:ClassName' for a callback of your own."
+    )
+    assert _error(tmp_path, fit={"callbacks": {"early_stopping": {"monitor": "val_loss", "patiense": 3}}}) == (
+        "e.yaml: unknown key 'patiense' in 'fit.callbacks.early_stopping' (did you mean 'patience'?); early_stopping "
+        "takes monitor, min_delta, patience, mode, baseline, restore_best_weights, start_from_epoch."
+    )
+    assert _error(tmp_path, fit={"callbacks": {"early_stopping": 3}}) == (
+        "e.yaml: key 'fit.callbacks.early_stopping' is 3; in a mapping of callbacks, each callback maps to its "
+        "arguments (early_stopping: {patience: 3}) or to nothing (early_stopping:). Write its arguments as a mapping."
+    )
+    assert _error(tmp_path, fit={"callbacks": {"early_stopping": {"patience": "3"}}}) == (
+        "e.yaml: key 'fit.callbacks.early_stopping.patience' is '3'; use an integer >= 0."
+    )
+    assert _error(tmp_path, fit={"callbacks": [{"name": "reduce_lr_on_plateau", "factor": 1.5}]}) == (
+        "e.yaml: key 'fit.callbacks[0].factor' is 1.5; use a number between 0 and 1."
+    )
+
+
+def test_callback_arguments_as_grid_keys_are_checked(tmp_path):
+    fit = {"callbacks": {"early_stopping": {"monitor": "val_loss"}}}
+    assert _error(tmp_path, fit=fit, grid={"early_stopping.patiense": [2, 5]}) == (
+        "e.yaml: key 'grid.early_stopping.patiense' sets 'patiense' of early_stopping, which takes no such argument "
+        "(did you mean 'patience'?); early_stopping takes monitor, min_delta, patience, mode, baseline, "
+        "restore_best_weights, start_from_epoch."
+    )
+    assert _error(tmp_path, fit=fit, grid={"early_stopping.patience": [2, -1]}) == (
+        "e.yaml: key 'grid.early_stopping.patience' is -1; use an integer >= 0."
+    )
+    assert _error(tmp_path, fit=fit, grid={"early_stoping.patience": [2, 5]}) == (
+        "e.yaml: key 'grid.early_stoping.patience' looks like an argument of a callback, but fit.callbacks has no "
+        "'early_stoping'. Did you mean 'early_stopping'? Grid keys '<callback>.<argument>' set arguments of the "
+        "callbacks fit.callbacks lists."
+    )
+    assert _error(tmp_path, grid={"reduce_lr_on_plateau.factor": [0.5]}) == (
+        "e.yaml: key 'grid.reduce_lr_on_plateau.factor' sets the argument factor of reduce_lr_on_plateau, which "
+        "fit.callbacks does not list. Add it there (callbacks: {reduce_lr_on_plateau: {}}); the grid key then sets "
+        "its factor per candidate."
+    )
+    # a dotted key that names no callback is a parameter of the builder, as before
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(base_config(grid={"dense.units": [4]})))
+    assert load_experiment(path).spec.grid == {"dense.units": [4]}
+
+
+def test_every_built_in_callback_argument_has_a_type_check():
+    from gridcv.config.training import ARGUMENT_TYPES
+
+    assert {a for args in CALLBACKS.values() for a in args} == set(ARGUMENT_TYPES)

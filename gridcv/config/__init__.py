@@ -10,6 +10,8 @@ from gridcv.config.data import (
     CsvData,
     DataSpec,
     ImagesData,
+    PythonData,
+    is_python,
     is_segmentation,
     parse_data,
 )
@@ -30,7 +32,9 @@ __all__ = [
     "ExperimentSpec",
     "FitSpec",
     "ImagesData",
+    "PythonData",
     "experiment_from_dict",
+    "is_python",
     "is_segmentation",
     "load_experiment",
     "parse_data",

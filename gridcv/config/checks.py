@@ -16,10 +16,18 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from gridcv.config.data import SEGMENTATION_SCORERS, AugmentSpec, DataSection, ImagesData, is_segmentation
+from gridcv.config.data import (
+    SEGMENTATION_SCORERS,
+    AugmentSpec,
+    DataSection,
+    ImagesData,
+    PythonData,
+    is_segmentation,
+)
 from gridcv.config.explain import unknown_key
 from gridcv.config.schema import CVSpec, ExperimentSpec
-from gridcv.config.training import CALLBACKS, OPTIMIZERS, PRECISIONS, CallbackSpec
+from gridcv.config.tasks import DECLARED, check_task
+from gridcv.config.training import ARGUMENT_TYPES, CALLBACKS, OPTIMIZERS, PRECISIONS
 from gridcv.errors import ConfigError, did_you_mean
 from gridcv.refs import Ref
 
@@ -36,13 +44,18 @@ def check_experiment(path: str | Path, spec: ExperimentSpec) -> None:
     Ref.parse(spec.model, "model", str(path), role="builder")
     if spec.data.prepare:
         Ref.parse(spec.data.prepare, "data.prepare", str(path))
+    if isinstance(spec.data, PythonData):
+        _check_python_data(path, spec, spec.data)
     _check_grid(path, spec)
     _check_splitter(path, spec.cv)
+    _check_task_fits_the_data(path, spec)
     _check_scorers(path, spec.scorers(), segmentation=is_segmentation(spec.data))
     _check_segmentation(path, spec)
+    if spec.task is not None:
+        check_task(path, spec, spec.task, DECLARED)
     _check_refit(path, spec.refit, spec.scorers())
     check_optimizer(path, "compile.optimizer", spec.compile.optimizer)
-    _check_callbacks(path, spec.fit.callbacks)
+    _check_callbacks(path, spec)
     _check_monitoring(path, spec)
 
 
@@ -87,6 +100,7 @@ def _check_grid(path: str | Path, spec: ExperimentSpec) -> None:
         where = "grid" if isinstance(spec.grid, dict) else f"grid[{i}]"
         for key, values in grid.items():
             _check_grid_values(path, f"{where}.{key}", key, values)
+            _check_callback_grid_key(path, spec, f"{where}.{key}", key, values)
 
 
 def _check_grid_values(path: str | Path, where: str, key: str, values: list[Any]) -> None:
@@ -153,12 +167,53 @@ def _check_segmentation(path: str | Path, spec: ExperimentSpec) -> None:
             f"{path}: key 'data.n_classes' is missing; with {mask_key} set, the data is a segmentation "
             "task and masks hold class ids 0 .. n_classes-1, so give their number (e.g. n_classes: 3)."
         )
-    balances = {data.balance, *(v for g in spec.grid_dicts() for v in g.get("balance", []))}
+    balances = {getattr(data, "balance", "none"), *(v for g in spec.grid_dicts() for v in g.get("balance", []))}
     if balances - {"none"}:
         raise ConfigError(
             f"{path}: key 'data.balance' (or grid key 'balance') asks for class balancing, which "
             f"works on one class per sample; with {mask_key} set, labels are per-pixel masks. "
             "Use balance: none (or weight classes in the model's loss)."
+        )
+
+
+def _check_python_data(path: str | Path, spec: ExperimentSpec, data: PythonData) -> None:
+    """The references of ``kind: python`` are well formed; gridcv's batch options are not its."""
+    Ref.parse(data.factory, "data.factory", str(path))
+    for key in ("labels", "groups"):
+        text = getattr(data, key)
+        if text is not None and not text.endswith(".npy"):
+            Ref.parse(text, f"data.{key}", str(path))
+    for key in ("augment", "balance"):
+        if any(key in grid for grid in spec.grid_dicts()):
+            raise ConfigError(
+                f"{path}: grid key '{key}' overrides data.{key} of gridcv's own batches, but data: kind: python "
+                f"makes its batches with data.factory. Remove the key, or take a grid key of your own in the factory "
+                "(it gets the candidate's parameters as params= when it names that parameter)."
+            )
+
+
+def _check_task_fits_the_data(path: str | Path, spec: ExperimentSpec) -> None:
+    """A declared ``task:`` fits the kind of data: segmentation with masks, classes for class folders."""
+    task, data = spec.task, spec.data
+    if task is None:
+        return
+    masks = is_segmentation(data)
+    if masks != (task == "segmentation"):
+        mask_key = "data.masks" if isinstance(data, ImagesData) else "data.mask_column"
+        raise ConfigError(
+            f"{path}: key 'task' is {task}, but "
+            + (
+                f"{mask_key} is set: images paired with per-pixel masks are a segmentation task. Set task: "
+                f"segmentation, or remove {mask_key}."
+                if masks
+                else "the data has no masks: segmentation takes images with masks (kind: images with data.masks, "
+                "or kind: csv with data.mask_column). Set them, or another task."
+            )
+        )
+    if isinstance(data, ImagesData) and not masks and task != "classification":
+        raise ConfigError(
+            f"{path}: key 'task' is {task}, but data: kind: images gives each image the class of its folder. Use "
+            "task: classification, or a CSV manifest (kind: csv) with numeric or 0/1 label columns."
         )
 
 
@@ -243,28 +298,88 @@ def _check_monitoring(path: str | Path, spec: ExperimentSpec) -> None:
         )
 
 
-def _check_callbacks(path: str | Path, callbacks: list[CallbackSpec]) -> None:
-    """Each callback is built in (with known arguments) or an import path."""
-    for i, callback in enumerate(callbacks):
-        key = f"fit.callbacks[{i}]"
+def check_callback_mapping(path: str | Path, fit: Any) -> None:
+    """``fit.callbacks`` written as a mapping gives each callback a mapping of arguments, or nothing
+    (checked on the raw section, before validation)."""
+    callbacks = fit.get("callbacks") if isinstance(fit, dict) else None
+    if not isinstance(callbacks, dict):
+        return
+    for name, arguments in callbacks.items():
+        if arguments is not None and not isinstance(arguments, dict):
+            raise ConfigError(
+                f"{path}: key 'fit.callbacks.{name}' is {arguments!r}; in a mapping of callbacks, each callback maps "
+                f"to its arguments ({name}: {{patience: 3}}) or to nothing ({name}:). Write its arguments as a mapping."
+            )
+
+
+def _check_callbacks(path: str | Path, spec: ExperimentSpec) -> None:
+    """Each callback is built in (with known arguments of the right type) or an import path."""
+    fit = spec.fit
+    for i, callback in enumerate(fit.callbacks):
+        key = fit.callback_key(i)
+        mapping = key.endswith(f".{callback.name}")
         if callback.is_user_code:
-            Ref.parse(callback.name, f"{key}.name", str(path), role="callback", what="ClassName")
+            named = key if mapping else f"{key}.name"
+            Ref.parse(callback.name, named, str(path), role="callback", what="ClassName")
             continue
         if callback.name not in CALLBACKS:
+            said = f"key '{key}.name' is {callback.name!r}"
+            if mapping:
+                said = f"key 'fit.callbacks' names {callback.name!r}"
             raise ConfigError(
-                f"{path}: key '{key}.name' is {callback.name!r}, which is not a gridcv callback."
-                f"{did_you_mean(callback.name, CALLBACKS)} Use one of {', '.join(CALLBACKS)}, or "
-                "'module:ClassName' for a callback of your own."
+                f"{path}: {said}, which is not a gridcv callback.{did_you_mean(callback.name, CALLBACKS)} Use one of "
+                f"{', '.join(CALLBACKS)}, or 'module:ClassName' for a callback of your own."
             )
         accepted = CALLBACKS[callback.name]
-        for arg in callback.kwargs():
+        for arg, value in callback.kwargs().items():
             if arg not in accepted:
                 raise ConfigError(
                     f"{path}: unknown key '{arg}' in '{key}'{did_you_mean(arg, accepted, aside=True)}; "
                     f"{callback.name} takes {', '.join(accepted)}."
                 )
-        if callback.name == "model_checkpoint" and callback.kwargs().get("save_models", "best") not in ("best", "none"):
+            _check_argument(path, f"{key}.{arg}", arg, [value])
+
+
+def _check_argument(path: str | Path, key: str, arg: str, values: list[Any]) -> None:
+    """Values of a built-in callback's argument have the type it takes."""
+    check, what = ARGUMENT_TYPES[arg]
+    for value in values:
+        if not check(value):
+            raise ConfigError(f"{path}: key '{key}' is {value!r}; use {what}.")
+
+
+def _check_callback_grid_key(path: str | Path, spec: ExperimentSpec, where: str, key: str, values: list[Any]) -> None:
+    """A grid key ``<callback>.<argument>`` overrides an argument of a callback ``fit.callbacks`` lists.
+
+    Other dotted keys are the builder's own parameters, unless they look like a misspelt callback.
+    """
+    name, dot, arg = key.rpartition(".")
+    if not dot:
+        return
+    listed = [c.name for c in spec.fit.callbacks]
+    if name not in listed:
+        if name in CALLBACKS:
             raise ConfigError(
-                f"{path}: key '{key}.save_models' is {callback.kwargs()['save_models']!r}; use 'best' "
-                "(keep each fold's best model) or 'none'."
+                f"{path}: key '{where}' sets the argument {arg} of {name}, which fit.callbacks does not list. Add it "
+                f"there (callbacks: {{{name}: {{}}}}); the grid key then sets its {arg} per candidate."
             )
+        if close := did_you_mean(name, [*listed, *CALLBACKS]):
+            raise ConfigError(
+                f"{path}: key '{where}' looks like an argument of a callback, but fit.callbacks has no {name!r}."
+                f"{close} Grid keys '<callback>.<argument>' set arguments of the callbacks fit.callbacks lists."
+            )
+        return
+    if listed.count(name) > 1:
+        raise ConfigError(
+            f"{path}: key '{where}' sets {arg} of {name}, but fit.callbacks lists {name} {listed.count(name)} times, "
+            "so which one is unclear. List it once."
+        )
+    accepted = CALLBACKS.get(name)
+    if accepted is None:  # the user's own callback: its constructor decides (in the up-front check)
+        return
+    if arg not in accepted:
+        raise ConfigError(
+            f"{path}: key '{where}' sets {arg!r} of {name}, which takes no such argument"
+            f"{did_you_mean(arg, accepted, aside=True)}; {name} takes {', '.join(accepted)}."
+        )
+    _check_argument(path, where, arg, values)

@@ -42,13 +42,16 @@ class AugmentSpec(_Section):
         return self == AugmentSpec()
 
 
-class DataSection(_Section):
-    """Keys every kind of data shares: how batches are made, not where samples live."""
-
+class _Prepared(_Section):
     prepare: str | None = Field(
         default=None,
         description="'file.py:function' called with the experiment folder when the data is missing",
     )
+
+
+class DataSection(_Prepared):
+    """Keys every kind of gridcv's own data shares: how batches are made, not where samples live."""
+
     dtype: Literal["float32", "float16"] = "float32"
     balance: Literal["none", "oversample", "class_weight"] = "none"
     augment: AugmentSpec | None = None
@@ -94,12 +97,29 @@ class CsvData(_FileData):
     path: str
     root: str | None = Field(default=None, description="folder the file column is relative to (default: the CSV's)")
     x_column: str = "file"
-    y_column: str | None = "label"
+    y_column: str | list[str] | None = Field(
+        default="label", description="label column; several: 0/1 labels (multilabel) or numeric targets"
+    )
     group_column: str | None = None
     mask_column: str | None = None
 
 
-DataSpec = ArraysData | ImagesData | CsvData
+class PythonData(_Prepared):
+    """``data: kind: python``: the user's own pipeline, made per fold by a factory in the worker.
+
+    ``factory`` is called as ``make(indices, batch_size, seed, training)`` (plus
+    ``epoch=`` and ``params=`` when it names them) and returns a ``keras.utils.PyDataset``
+    (a ``Sequence``), a ``tf.data.Dataset`` or a generator of batches. ``labels`` and
+    ``groups`` give the parent what it plans with: a function (no arguments) or a ``.npy`` file.
+    """
+
+    kind: Literal["python"]
+    factory: str = Field(description="'file.py:function' making the batches of the given samples")
+    labels: str = Field(description="'file.py:function' returning every sample's target, or a .npy file")
+    groups: str | None = Field(default=None, description="the same for groups (GroupKFold and friends)")
+
+
+DataSpec = ArraysData | ImagesData | CsvData | PythonData
 _DATA = TypeAdapter(Annotated[DataSpec, Field(discriminator="kind")])
 SEGMENTATION_SCORERS = ("mean_iou", "pixel_accuracy")
 
@@ -114,6 +134,11 @@ def is_segmentation(data: DataSpec) -> bool:
     return bool(getattr(data, "masks", None) or getattr(data, "mask_column", None))
 
 
+def is_python(data: DataSpec) -> bool:
+    """Whether the data is the user's own pipeline (``kind: python``)."""
+    return isinstance(data, PythonData)
+
+
 def augmentation_of(data: DataSpec, params: Mapping[str, Any]) -> AugmentSpec | None:
     """The augmentation of one candidate: grid key ``augment`` overrides ``data.augment``.
 
@@ -122,7 +147,7 @@ def augmentation_of(data: DataSpec, params: Mapping[str, Any]) -> AugmentSpec | 
     None when nothing would change.
     """
     choice = params.get("augment", True)
-    if choice is False:
+    if choice is False or isinstance(data, PythonData):
         return None
     chosen = AugmentSpec.model_validate(choice) if isinstance(choice, Mapping) else data.augment
     return None if chosen is None or chosen.is_identity else chosen
@@ -130,4 +155,4 @@ def augmentation_of(data: DataSpec, params: Mapping[str, Any]) -> AugmentSpec | 
 
 def balance_of(data: DataSpec, params: Mapping[str, Any]) -> str:
     """The class balancing of one candidate: grid key ``balance`` overrides ``data.balance``."""
-    return str(params.get("balance", data.balance))
+    return str(params.get("balance", getattr(data, "balance", "none")))

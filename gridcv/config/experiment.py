@@ -12,10 +12,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gridcv.config.checks import check_experiment, check_splitter_arguments
+from gridcv.config.checks import check_callback_mapping, check_experiment, check_splitter_arguments
 from gridcv.config.code_parts import CodeParts, code_parts
+from gridcv.config.data import PythonData, is_segmentation
 from gridcv.config.explain import explain
 from gridcv.config.schema import ExperimentSpec, FitSpec
+from gridcv.config.tasks import stratifies
 from gridcv.config.training import CompileSpec
 from gridcv.errors import ConfigError
 from gridcv.refs import Ref
@@ -87,8 +89,7 @@ class Experiment:
         code = self.builder_code()
         parts: dict[str, Any] = {
             "seed": [s.seed, s.deterministic],
-            # The cache holds exactly what decoding gives: with or without it, results are the same.
-            "data": s.data.model_dump(exclude={"prepare", "cache", "cache_dir"}),
+            "data": _data_part(s, self.base_dir, self.where),
             "model": [s.model, None if code is None else _digest(code.parts)],
             "fit": _without_new_defaults(s.fit, _FIRST_FIT_KEYS),
             "cv": [s.cv.splitter, sorted(s.cv.kwargs().items())],
@@ -96,6 +97,10 @@ class Experiment:
         }
         if s.compile != CompileSpec():
             parts["compile"] = s.compile.model_dump()
+        if s.task in ("regression", "multilabel"):
+            # Classification and segmentation were the only tasks before the task was recorded:
+            # leaving them out keeps those folders' fingerprints (declared or inferred alike).
+            parts["task"] = s.task
         return {k: _digest(v) for k, v in parts.items()}
 
     def builder_code(self) -> CodeParts | None:
@@ -124,6 +129,41 @@ class Experiment:
         stored this; it still matches while the file is unchanged.
         """
         return _digest([self.spec.model, _file_digest(self.model, self.base_dir)])
+
+
+def _data_part(spec: ExperimentSpec, base_dir: Path, where: str) -> dict[str, Any]:
+    """The ``data`` section as the fingerprint sees it.
+
+    Segmentation with a stratified splitter stratified by nothing (every image had label 0)
+    before images had labels; now it stratifies by each image's label, so such a folder's
+    splits change: the marker makes that a change the folder refuses while it holds done folds.
+    With ``kind: python`` the pipeline is code: its factory, labels and groups functions are
+    hashed as the builder is (the function and what it uses in its module).
+    """
+    # The cache holds exactly what decoding gives: with or without it, results are the same.
+    data = spec.data.model_dump(exclude={"prepare", "cache", "cache_dir"})
+    if is_segmentation(spec.data) and stratifies(spec):
+        data["stratified_by"] = "image labels"
+    if isinstance(spec.data, PythonData):
+        refs = {k: getattr(spec.data, k) for k in ("factory", "labels", "groups")}
+        data["code"] = {k: _code_digest(text, k, base_dir, where) for k, text in refs.items() if text}
+    return data
+
+
+def _code_digest(text: str, key: str, base_dir: Path, where: str) -> str | None:
+    """The digest of a function's parts in its own source file (None for a .npy file or installed code)."""
+    if text.endswith(".npy"):
+        return None
+    ref = Ref.parse(text, f"data.{key}", where)
+    file = ref.own_source(base_dir)
+    if file is None or not file.is_file():
+        return None
+    try:
+        return _digest(code_parts(file.read_text(encoding="utf-8"), ref.name).parts)
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"{where}: key 'data.{key}': {file} has a syntax error at line {exc.lineno}: {exc.msg}."
+        ) from None
 
 
 # fit: keys of the first release; later keys (validation_split_from_train, monitor_test_fold, ...)
@@ -200,6 +240,7 @@ def _validate(raw: Any, path: str | Path) -> ExperimentSpec:
         )
     if isinstance(raw.get("cv"), dict):
         check_splitter_arguments(path, raw["cv"])
+    check_callback_mapping(path, raw.get("fit"))
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:

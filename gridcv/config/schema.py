@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    NonNegativeInt,
+    PositiveInt,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from gridcv.config.data import DataSpec
 from gridcv.config.training import CallbackSpec, CheckpointInterval, CompileSpec, checkpoint_interval
@@ -37,6 +48,21 @@ class FitSpec(_Section):
     # training (10min). It changes no result, so the fingerprint leaves it out.
     checkpoint_every: int | str | None = "10min"
 
+    # Whether fit.callbacks was written as a mapping (messages then name 'fit.callbacks.<name>').
+    # Private: the fingerprint sees the same callbacks whichever way they are written.
+    _callbacks_as_mapping: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _callbacks_mapping_as_list(cls, data: Any, handler: ModelWrapValidatorHandler[FitSpec]) -> FitSpec:
+        mapping = isinstance(data, dict) and isinstance(data.get("callbacks"), dict)
+        if mapping:  # the values are mappings or null (checked on the raw file, checks.check_callback_mapping)
+            written = data["callbacks"].items()
+            data = {**data, "callbacks": [{"name": k, **(v if isinstance(v, dict) else {})} for k, v in written]}
+        fit = handler(data)
+        fit._callbacks_as_mapping = mapping
+        return fit
+
     @field_validator("callbacks", mode="before")
     @classmethod
     def _names_as_mappings(cls, value: Any) -> Any:
@@ -53,6 +79,12 @@ class FitSpec(_Section):
     def checkpoint_interval(self) -> CheckpointInterval | None:
         """``checkpoint_every`` as batches or seconds; None: at the end of each epoch only."""
         return checkpoint_interval(self.checkpoint_every)
+
+    def callback_key(self, index: int) -> str:
+        """How messages name an entry of ``fit.callbacks``: ``fit.callbacks[0]`` or ``fit.callbacks.<name>``."""
+        if self._callbacks_as_mapping:
+            return f"fit.callbacks.{self.callbacks[index].name}"
+        return f"fit.callbacks[{index}]"
 
 
 class CVSpec(BaseModel):
@@ -141,6 +173,8 @@ class ExperimentSpec(_Section):
     seed: NonNegativeInt = 0
     deterministic: bool = False
     data: Annotated[DataSpec, Field(discriminator="kind")]
+    # None: inferred from the data (gridcv.data.targets); the runner puts the inferred task here.
+    task: Literal["classification", "regression", "segmentation", "multilabel"] | None = None
     model: str
     fit: FitSpec = FitSpec()
     grid: dict[str, list[Any]] | list[dict[str, list[Any]]]

@@ -8,6 +8,7 @@ the worker as they are (frozen pydantic models).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,36 @@ CALLBACKS: dict[str, tuple[str, ...]] = {
     "model_checkpoint": ("monitor", "mode", "min_delta", "save_models"),
     "tensorboard": ("histogram_freq", "write_graph", "write_images", "update_freq", "profile_batch"),
 }
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# What each built-in callback argument holds, checked in the parent (fit.callbacks and grid values alike),
+# so a bad value for any candidate stops the run before a fold trains: argument -> (check, what it must be).
+ARGUMENT_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "monitor": (lambda v: isinstance(v, str), "a metric name such as val_loss"),
+    "mode": (lambda v: v in ("auto", "min", "max"), "'auto', 'min' or 'max'"),
+    "min_delta": (_number, "a number"),
+    "baseline": (lambda v: v is None or _number(v), "a number or null"),
+    "patience": (_count, "an integer >= 0"),
+    "start_from_epoch": (_count, "an integer >= 0"),
+    "cooldown": (_count, "an integer >= 0"),
+    "factor": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "min_lr": (_number, "a number"),
+    "restore_best_weights": (lambda v: isinstance(v, bool), "true or false"),
+    "save_models": (lambda v: v in ("best", "none"), "'best' (keep each fold's best model) or 'none'"),
+    "histogram_freq": (_count, "an integer >= 0"),
+    "write_graph": (lambda v: isinstance(v, bool), "true or false"),
+    "write_images": (lambda v: isinstance(v, bool), "true or false"),
+    "update_freq": (lambda v: v in ("epoch", "batch") or _count(v), "'epoch', 'batch' or an integer"),
+    "profile_batch": (lambda v: _count(v) or (isinstance(v, list) and all(_count(b) for b in v)), "batches"),
+}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Grid keys gridcv itself reads (besides optimizer keyword arguments, see CompileSpec).
 COMPILE_KEYS = ("optimizer", "loss", "metrics")
@@ -54,16 +85,24 @@ COMPILE_KEYS = ("optimizer", "loss", "metrics")
 class CallbackSpec(BaseModel):
     """One entry of ``fit.callbacks``: a built-in name or ``module:Class``, and its arguments.
 
-    Written as a name (``- early_stopping``) or a mapping with ``name`` and the
-    callback's keyword arguments (``- {name: early_stopping, patience: 3}``).
+    Written in a list as a name (``- early_stopping``) or a mapping with ``name``
+    and the callback's keyword arguments (``- {name: early_stopping, patience: 3}``),
+    or as an entry of a mapping (``early_stopping: {patience: 3}``). A grid key
+    ``<name>.<argument>`` (``early_stopping.patience: [2, 5]``) overrides an
+    argument per candidate.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
 
     def kwargs(self) -> dict[str, Any]:
-        """The callback's keyword arguments (every key but ``name``)."""
+        """The callback's keyword arguments as written (every key but ``name``)."""
         return dict(self.model_extra or {})
+
+    def arguments(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of one candidate: grid keys ``<name>.<argument>`` override the written ones."""
+        prefix = f"{self.name}."
+        return {**self.kwargs(), **{k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}}
 
     @property
     def is_user_code(self) -> bool:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from gridcv.atomic import write_atomic
-from gridcv.config.data import CsvData, DataSpec, ImagesData
+from gridcv.config.data import ArraysData, CsvData, DataSpec, ImagesData
 from gridcv.data.files import FileSource
 from gridcv.data.inputs import InputFormat
 from gridcv.data.sources import ArraySource, resolve_path
@@ -86,6 +86,7 @@ class CachePlan:
         mask_dtype: dtype of stored masks.
         n_classes: Classes (of samples, or of mask pixels).
         input_format: What the files' source describes (:meth:`FileSource.describe`), as a dict.
+        task: The source's task (its targets are stored as the files give them).
     """
 
     stem: Path
@@ -97,6 +98,7 @@ class CachePlan:
     mask_dtype: str
     n_classes: int
     input_format: dict[str, Any]
+    task: str = "classification"
 
     @property
     def nbytes(self) -> int:
@@ -148,6 +150,7 @@ def plan_cache(spec: DataSpec, source: Any, base_dir: Path, results: Path, where
         mask_dtype=mask_dtype,
         n_classes=n_classes,
         input_format=input_format,
+        task=source.task,
     )
 
 
@@ -171,6 +174,7 @@ def _write_manifest(plan: CachePlan, done: int, **extra: Any) -> None:
         "mask_dtype": plan.mask_dtype,
         "n_classes": plan.n_classes,
         "input_format": plan.input_format,
+        "task": plan.task,
         "done": done,
         "complete": done >= plan.n,
         **extra,
@@ -372,7 +376,7 @@ class CachedSource:
         self._labels = labels
         self._groups = groups
         self._scale = np.dtype(dtype) if x.dtype == np.uint8 else None
-        self.task = "classification" if self._masks is None else "segmentation"
+        self.task = manifest.get("task") or ("classification" if self._masks is None else "segmentation")
         self.value_range = (0.0, 1.0) if self._scale is not None else None
         self._n_classes = int(n_classes)
         self._format = InputFormat.from_dict(manifest["input_format"])
@@ -408,7 +412,7 @@ class CachedSource:
         return x, y
 
 
-def open_cached(stem: Path, spec: DataSpec) -> CachedSource | None:
+def open_cached(stem: Path, spec: ImagesData | CsvData | ArraysData) -> CachedSource | None:
     """The complete cache at ``stem`` as a source (no file is listed or decoded), or None."""
     manifest = read_manifest(stem)
     if manifest is None or not manifest.get("complete"):

@@ -23,13 +23,14 @@ class InputFormat:
     """How the generator turned samples into the arrays the model was trained on.
 
     Attributes:
-        task: ``"classification"`` or ``"segmentation"``.
+        task: ``"classification"``, ``"segmentation"``, ``"regression"`` or ``"multilabel"``.
         input_shape: Shape of one input sample, as the model received it.
         dtype: dtype of the inputs (``float32`` or ``float16``).
         classes: Class names in label order: output unit ``i`` is ``classes[i]``
             (folder names, CSV labels as written, or ``0 .. n-1`` for arrays and masks).
         decoding: ``"image"`` (files decoded with Pillow), ``"npy"`` (one ``.npy``
-            file per sample) or ``"array"`` (rows of ``data.x``).
+            file per sample), ``"array"`` (rows of ``data.x``) or ``"python"`` (the user's
+            own pipeline, ``data: kind: python``: its input shape and dtype are not recorded).
         image_size: ``(height, width)`` images were resized to (bilinear), or None.
         color_mode: ``"rgb"`` or ``"grayscale"`` for images, else None.
         rescale: Factor the raw values were multiplied by (``1/255`` for images), or None.

@@ -1,19 +1,23 @@
 """Data sources: what the samples are, read by index, never loaded whole.
 
-A source knows its labels (kept in memory: one integer per sample) and reads
-the inputs of any set of indices from disk on demand.
+A source knows its targets (kept in memory: a class id, a number or a row of
+0/1 labels per sample) and reads the inputs of any set of indices from disk on
+demand.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from gridcv.config.data import ArraysData, DataSpec
+from gridcv.config.data import ArraysData, DataSpec, PythonData
+from gridcv.config.tasks import DECLARED, TaskOrigin
 from gridcv.data.inputs import InputFormat
+from gridcv.data.targets import array_targets
 from gridcv.errors import DataError
 from gridcv.refs import Ref
 
@@ -22,7 +26,9 @@ class Source(Protocol):
     """What the training code needs from any kind of data.
 
     ``task`` is ``"classification"`` (one class per sample; ``read`` returns
-    labels) or ``"segmentation"`` (``read`` returns per-pixel class maps).
+    labels), ``"regression"`` (one number, or a row of numbers, per sample),
+    ``"multilabel"`` (a row of 0/1 per sample) or ``"segmentation"`` (``read``
+    returns per-pixel class maps).
     """
 
     task: str
@@ -39,11 +45,12 @@ class Source(Protocol):
 
     @property
     def n_classes(self) -> int:
-        """Number of classes (labels, or mask values, are 0 .. n_classes - 1)."""
+        """Number of classes (labels, or mask values, are 0 .. n_classes - 1); of targets (regression)
+        or labels (multilabel): what the builder gets as ``n_classes``."""
         ...
 
     def labels(self) -> np.ndarray:
-        """The label of every sample, in memory (all 0 for segmentation)."""
+        """The target of every sample, in memory (for segmentation: a label per image to stratify by)."""
         ...
 
     def groups(self) -> np.ndarray | None:
@@ -69,13 +76,21 @@ class ArraySource:
     either way, so they cost the same.
     """
 
-    task = "classification"
-
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, dtype: str = "float32", path: Path | None = None
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray | None,
+        dtype: str = "float32",
+        path: Path | None = None,
+        task: str = "classification",
+        n_outputs: int | None = None,
     ) -> None:
         self._x = x
         self._y = np.asarray(y)
+        self.task = task
+        self.task_origin: TaskOrigin = DECLARED
+        self._n_outputs = int(self._y.max()) + 1 if n_outputs is None else n_outputs
         self._groups = None if groups is None else np.asarray(groups)
         self.dtype = np.dtype(dtype)
         contiguous = isinstance(x, np.memmap) and x.flags.c_contiguous and path is not None
@@ -94,7 +109,7 @@ class ArraySource:
 
     @property
     def n_classes(self) -> int:
-        return int(self._y.max()) + 1
+        return self._n_outputs
 
     def labels(self) -> np.ndarray:
         return self._y
@@ -153,7 +168,14 @@ def _load_npy(path: Path, key: str, where: str) -> np.ndarray:
         ) from None
 
 
-def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file", cache: Path | None = None) -> Source:
+def open_source(
+    spec: DataSpec,
+    base_dir: Path,
+    where: str = "experiment file",
+    task: str | None = None,
+    call: Callable[..., Any] | None = None,
+    cache: Path | None = None,
+) -> Source:
     """Opens and checks the data described by an experiment's ``data:`` section.
 
     Only file lists, labels and groups are read into memory; inputs are read
@@ -163,23 +185,36 @@ def open_source(spec: DataSpec, base_dir: Path, where: str = "experiment file", 
         spec: The validated ``data:`` section (its ``kind`` picks the source).
         base_dir: Folder that relative paths are taken from.
         where: The experiment file's name, for error messages.
+        task: The declared task, or None to infer it from the targets (see :mod:`gridcv.data.targets`);
+            the source's ``task`` says which it is, its ``task_origin`` how it became known.
+        call: How ``kind: python`` calls the user's labels and groups functions (the runner: in a
+            child process, see :mod:`gridcv.data.python`); by default in this process.
         cache: The decoded-image cache (see :mod:`gridcv.data.cache`): once complete, samples are
-            read from it and the files are neither listed nor decoded.
+            read from it and the files are neither listed nor decoded (its targets are the files',
+            so ``task``, which the runner worked out from them, is its task).
 
     Raises:
-        DataError: A file is missing or unreadable, or inputs and labels disagree.
+        DataError: A file is missing or unreadable, inputs and labels disagree, or the
+            targets do not fit the task.
     """
-    if cache is not None:
+    if cache is not None and not isinstance(spec, PythonData):  # kind: python is never cached
         from gridcv.data.cache import open_cached
 
         cached = open_cached(cache, spec)
         if cached is not None:
+            cached.task = task or cached.task
             return cached
     if isinstance(spec, ArraysData):
-        return _open_arrays(spec, base_dir, where)
+        return _open_arrays(spec, base_dir, where, task)
+    if isinstance(spec, PythonData):
+        from gridcv.data.python import open_python
+
+        return open_python(spec, base_dir, where, task, call)
     from gridcv.data.listing import open_csv, open_image_folder
 
-    return open_image_folder(spec, base_dir, where) if spec.kind == "images" else open_csv(spec, base_dir, where)
+    if spec.kind == "images":
+        return open_image_folder(spec, base_dir, where)
+    return open_csv(spec, base_dir, where, task)
 
 
 def resolve_path(p: str, base_dir: Path) -> Path:
@@ -188,7 +223,7 @@ def resolve_path(p: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def _open_arrays(spec: ArraysData, base_dir: Path, where: str) -> ArraySource:
+def _open_arrays(spec: ArraysData, base_dir: Path, where: str, task: str | None) -> ArraySource:
     def resolve(p: str) -> Path:
         return resolve_path(p, base_dir)
 
@@ -200,53 +235,28 @@ def _open_arrays(spec: ArraysData, base_dir: Path, where: str) -> ArraySource:
             f"{where}: key 'data.x' must be a numeric array of shape (n_samples, ...) but "
             f"{spec.x} has dtype {x.dtype} and shape {x.shape}."
         )
-    if y.ndim == 1 and np.issubdtype(y.dtype, np.floating) and len(y):
-        raise DataError(_float_labels(y, spec.y, where))
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(
-            f"{where}: key 'data.y' must be a 1-D array of integer class labels but {spec.y} "
-            f"has dtype {y.dtype} and shape {y.shape}. Encode labels as 0 .. n_classes-1."
-        )
-    if len(x) != len(y):
+    if y.ndim >= 1 and len(x) != len(y):
         raise DataError(
             f"{where}: keys 'data.x' and 'data.y' disagree: {spec.x} has {len(x)} samples "
             f"but {spec.y} has {len(y)} labels. Both must have one row per sample."
         )
-    if len(y) == 0 or y.min() < 0:
-        raise DataError(
-            f"{where}: key 'data.y' must hold labels 0 .. n_classes-1 and at least one sample; "
-            f"{spec.y} has {len(y)} samples" + (f" and a label {y.min()}." if len(y) else ".")
-        )
+    targets = array_targets(np.array(y), task, spec.y, where)
     if groups is not None and len(groups) != len(y):
         raise DataError(
             f"{where}: key 'data.groups' has {len(groups)} entries but there are {len(y)} "
             "samples; give one group id per sample."
         )
-    return ArraySource(x, np.array(y), None if groups is None else np.array(groups), spec.dtype, resolve(spec.x))
-
-
-NOT_CLASS_LABELS = (
-    "as classes, each distinct value would be a class of its own. Class labels are integers "
-    "0 .. n_classes-1{names}; a numeric target needs regression, not classification."
-)
-
-
-def _float_labels(y: np.ndarray, name: str, where: str) -> str:
-    """The message for a float label array: whole numbers saved as floats, or a numeric target."""
-    distinct = len(np.unique(y))
-    fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
-    if not len(fractional):
-        return (
-            f"{where}: key 'data.y' must hold integer class labels, but {name} has dtype {y.dtype} (every value "
-            f"is a whole number: {distinct} distinct, e.g. {float(y[0])!r}). Save them as integers: "
-            "np.save(path, y.astype(np.int64))."
-        )
-    first = int(fractional[0])
-    return (
-        f"{where}: key 'data.y' must hold class labels, but {name} (dtype {y.dtype}) holds {distinct} distinct "
-        f"numbers that are not all integers (e.g. {float(y[first])!r} at index {first}); "
-        + NOT_CLASS_LABELS.format(names="")
+    source = ArraySource(
+        x,
+        targets.values,
+        None if groups is None else np.array(groups),
+        spec.dtype,
+        resolve(spec.x),
+        targets.task,
+        targets.n_outputs,
     )
+    source.task_origin = targets.origin
+    return source
 
 
 def prepare_data(spec: DataSpec, base_dir: Path, where: str = "experiment file") -> bool:
@@ -254,12 +264,16 @@ def prepare_data(spec: DataSpec, base_dir: Path, where: str = "experiment file")
 
     The function (``file.py:function``, relative to the experiment file, or
     ``package.module:function``) gets the experiment folder and must create the
-    files the ``data:`` section names.
+    files the ``data:`` section names. With ``kind: python`` gridcv does not know
+    which files the pipeline reads, so it is called at every run unless the
+    section names ``.npy`` files that exist: it returns at once when its data is there.
     """
     if not spec.prepare:
         return False
-    paths = [getattr(spec, k, None) for k in ("x", "y", "groups", "root", "masks", "path")]
-    if all(resolve_path(p, base_dir).exists() for p in paths if p):
+    paths = [getattr(spec, k, None) for k in ("x", "y", "groups", "root", "masks", "path", "labels")]
+    named = [p for p in paths if p and (not isinstance(spec, PythonData) or p.endswith(".npy"))]
+    # kind: python names no data files but .npy labels: its prepare runs every time (it returns when done).
+    if named and all(resolve_path(p, base_dir).exists() for p in named):
         return False
     prepare = Ref.parse(spec.prepare, "data.prepare", where).load(base_dir, where, DataError)
     prepare(base_dir)

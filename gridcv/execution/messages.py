@@ -42,14 +42,16 @@ class OutcomeKind(enum.StrEnum):
 class DataRef:
     """Where a worker finds the data: the validated ``data:`` section and its folder.
 
-    ``where`` names the experiment file in error messages; ``cache`` is the decoded-image cache
-    (``data.cache``), read once the runner has built it.
+    ``where`` names the experiment file in error messages; ``task`` is the task the
+    parent declared or inferred (None: infer it again from the data); ``cache`` is the
+    decoded-image cache (``data.cache``), read once the runner has built it.
     """
 
     spec: DataSpec
     base_dir: Path
     where: str = "experiment file"
     cache: Path | None = None
+    task: str | None = None
 
 
 @dataclass(frozen=True)

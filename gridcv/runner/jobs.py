@@ -97,7 +97,7 @@ def build_job(
         fit_idx=fit_idx,
         monitor_idx=monitor_idx,
         test_idx=work.test_idx,
-        data=DataRef(spec.data, base, experiment.where, cache_stem(spec.data, base, folder)),
+        data=DataRef(spec.data, base, experiment.where, cache_stem(spec.data, base, folder), spec.task),
         model=experiment.model,
         base_dir=experiment.base_dir,
         params={"epochs": spec.fit.epochs, "batch_size": spec.fit.batch_size, **task.params},

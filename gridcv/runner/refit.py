@@ -171,7 +171,7 @@ def refit_epochs(
     stopping = [c for c in spec.fit.callbacks if c.name == "early_stopping"]
     if not stopping or monitoring.monitored is Monitored.TRAIN_SPLIT:
         return configured
-    restore = bool(stopping[0].kwargs().get("restore_best_weights", False))
+    restore = bool(stopping[0].arguments(params).get("restore_best_weights", False))
     mine = [r for r in rows if r.candidate_id == candidate_id and r.status is FoldStatus.DONE]
     found = [r.info.get("best_epoch") if restore else r.epochs_run for r in mine]
     kept = [int(k) for k in found if k]

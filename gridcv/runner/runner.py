@@ -18,17 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from gridcv.atomic import remove_temporary_files, write_atomic
-from gridcv.config import Experiment, load_experiment
+from gridcv.config import Experiment, PythonData, load_experiment
+from gridcv.config.tasks import DECLARED
 from gridcv.data import open_source, prepare_data
 from gridcv.data.cache import build_cache, check_space, plan_cache
 from gridcv.data.inputs import InputFormat
+from gridcv.data.python import resume_note
 from gridcv.errors import AllFoldsFailed, RunInterrupted, RunStopped
 from gridcv.execution import Executor, make_executor
+from gridcv.execution.calls import call_in_child
 from gridcv.folders import EXPERIMENT_COPY
 from gridcv.monitoring import META_KEY, Monitoring
 from gridcv.plan import Plan, make_plan
 from gridcv.runner.changes import adopt_changes, fingerprint_meta
-from gridcv.runner.checks import check_folder, execution_spec, move_aside
+from gridcv.runner.checks import check_folder, execution_spec, labels_to_split, move_aside, resolve_task
 from gridcv.runner.jobs import build_job, check_monitoring, fold_assignment
 from gridcv.runner.loop import RunContext, TaskLoop, resume_hint
 from gridcv.runner.progress import FinishedFold, Reporter, RunShape, SilentReporter
@@ -99,8 +102,13 @@ def run_experiment(
     spec = experiment.spec
     execution = execution_spec(experiment, options.execution)
     prepare_data(spec.data, experiment.base_dir, experiment.where)
-    source = open_source(spec.data, experiment.base_dir, experiment.where)
-    plan = make_plan(spec, source.labels(), source.groups(), experiment.where)
+    call = call_in_child if execution.isolation == "process" else None  # kind: python's labels function
+    source = open_source(spec.data, experiment.base_dir, experiment.where, spec.task, call)
+    experiment = resolve_task(experiment, source)
+    if spec.task is None and source.task in ("regression", "multilabel"):
+        reporter.message(f"task: {source.task} ({getattr(source, 'task_origin', DECLARED).how})")
+    spec = experiment.spec
+    plan = make_plan(spec, labels_to_split(spec, source), source.groups(), experiment.where)
     folder = experiment.output_dir(options.output)
     cache = plan_cache(spec.data, source, experiment.base_dir, folder, experiment.where)
     if cache is not None:
@@ -109,6 +117,8 @@ def run_experiment(
     monitoring = check_folder(folder, experiment, options.restart, plan.grouped)
     check_monitoring(spec, plan, monitoring, experiment.where)
 
+    if isinstance(spec.data, PythonData):
+        reporter.message(resume_note(spec.data, experiment.base_dir))
     reporter.message(f"checking the model builder {spec.model} ...")
     executor = make_executor(
         execution, spec.deterministic, None if options.debug else folder / "logs", experiment.where

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from gridcv.config.data import AugmentSpec, DataSpec, augmentation_of, balance_of
+from gridcv.config.data import AugmentSpec, DataSpec, PythonData, augmentation_of, balance_of
 from gridcv.data.augment import augment_batch
 from gridcv.data.sampling import class_weights, epoch_order, oversampled
 from gridcv.data.sources import Source
@@ -242,6 +242,7 @@ def validation_batches(source: Source, data: DataSpec, indices: np.ndarray, batc
 
 
 def _loading(data: DataSpec) -> dict[str, Any]:
+    assert not isinstance(data, PythonData)  # the user's own pipeline feeds fit (gridcv.training.user_data)
     return {"feed": data.feed, "workers": data.workers, "use_multiprocessing": data.use_multiprocessing}
 
 

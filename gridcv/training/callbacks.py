@@ -71,7 +71,7 @@ def make_callbacks(job: FoldJob, monitored: bool) -> list[keras.callbacks.Callba
     """
     out: list[keras.callbacks.Callback] = []
     for index, spec in enumerate(job.training.callbacks):
-        kwargs = spec.kwargs()
+        kwargs = spec.arguments(job.params)
         if not monitored and spec.name in {"early_stopping", "reduce_lr_on_plateau", "model_checkpoint"}:
             if str(kwargs.get("monitor", "val_loss")).startswith("val_"):
                 continue
@@ -89,8 +89,8 @@ def make_callbacks(job: FoldJob, monitored: bool) -> list[keras.callbacks.Callba
 
 
 def _callback(spec: CallbackSpec, index: int, job: FoldJob) -> keras.callbacks.Callback:
-    """One callback of ``fit.callbacks``."""
-    kwargs = spec.kwargs()
+    """One callback of ``fit.callbacks``, with the candidate's grid keys ``<name>.<argument>`` applied."""
+    kwargs = spec.arguments(job.params)
     results = job.training.results_dir
     if spec.name == "early_stopping":
         return keras.callbacks.EarlyStopping(**kwargs)
@@ -122,7 +122,7 @@ def _user_callback(spec: CallbackSpec, index: int, job: FoldJob) -> keras.callba
     where = job.data.where
     ref = Ref.parse(spec.name, f"fit.callbacks[{index}].name", where, role="callback", what="ClassName")
     cls = ref.load(job.base_dir, where, BuilderError)
-    callback = cls(**spec.kwargs())
+    callback = cls(**spec.arguments(job.params))
     if not isinstance(callback, keras.callbacks.Callback):
         raise BuilderError(
             f"{where}: key 'fit.callbacks' names {spec.name}, which made a {type(callback).__name__}, not a "

@@ -12,11 +12,13 @@ candidate is checked instead.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
 
+from gridcv.data.python import FACTORY_CALL, PythonSource
 from gridcv.data.sources import Source, open_source
 from gridcv.errors import BuilderError, DataError, UserError
 from gridcv.execution.messages import FoldJob
@@ -26,9 +28,11 @@ from gridcv.training.building import call_builder, compile_as_asked, release_mem
 from gridcv.training.callbacks import make_callbacks
 from gridcv.training.compiling import first_sentence
 from gridcv.training.outputs import Culprit, loss_info, output_layout, shape_text
+from gridcv.training.user_data import UserPipelines, first_batch
 
 # Samples of the first fold's training split the check runs the model on.
 CHECK_SAMPLES = 4
+_T = TypeVar("_T")
 
 
 def check_builder(job: FoldJob) -> str | None:
@@ -51,7 +55,10 @@ def check_builder(job: FoldJob) -> str | None:
     """
     keras.mixed_precision.set_dtype_policy(job.training.precision)
     try:
-        source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.cache)
+        source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.task, cache=job.data.cache)
+        pipelines = _user_pipelines(job, source)
+        if pipelines is not None:
+            source = pipelines.source
         try:
             model = call_builder(job, source)
         except UserError:
@@ -60,14 +67,45 @@ def check_builder(job: FoldJob) -> str | None:
             return None if is_out_of_memory(exc) else f"{type(exc).__name__}: {first_sentence(exc)}"
         culprit = compile_as_asked(model, job)
         make_callbacks(job, monitored=True)
-        check_on_batch(job, source, model, culprit)
+        check_on_batch(job, source, model, culprit, pipelines)
+        if pipelines is not None and len(job.test_idx):
+            _factory_step(pipelines.who, "validation", lambda: pipelines.check_validation(job.test_idx[:CHECK_SAMPLES]))
         return None
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            return None  # proves nothing about the model or the data: the folds retry with smaller batches
+        raise
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
         release_memory()
 
 
-def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Culprit) -> None:
+def _user_pipelines(job: FoldJob, source: Source) -> UserPipelines | None:
+    """The user's factory (``data: kind: python``), checked: its signature, what it returns; else None."""
+    if not isinstance(source, PythonSource):
+        return None
+    who = f"{job.data.where}: key 'data.factory': {source.spec.factory}"
+    return _factory_step(who, "training", lambda: UserPipelines(job, source))
+
+
+def _factory_step(who: str, part: str, step: Callable[[], _T]) -> _T:
+    """Runs a step that calls the user's factory; what it raises (but gridcv's own errors) is a DataError."""
+    try:
+        return step()
+    except UserError:
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        raise DataError(
+            f"{who} raised {type(exc).__name__} while making {part} batches: {first_sentence(exc)} gridcv calls it "
+            f"as {FACTORY_CALL} and trains on what it returns."
+        ) from None
+
+
+def check_on_batch(
+    job: FoldJob, source: Source, model: keras.Model, culprit: Culprit, pipelines: UserPipelines | None = None
+) -> None:
     """One forward pass, the output layout, the loss and the metrics on a few training samples.
 
     Raises:
@@ -75,7 +113,10 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
             loss or metrics cannot be computed on the labels.
         DataError: The batch cannot be read.
     """
-    x, y, weights = _first_batch(job, source)
+    if pipelines is None:
+        x, y, weights = _first_batch(job, source)
+    else:
+        x, y, weights = first_batch(pipelines, job.fit_idx[: max(1, min(CHECK_SAMPLES, len(job.fit_idx)))])
     try:
         y_pred = model(x, training=False)
     except Exception as exc:
@@ -86,7 +127,8 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
             f"sample): {type(exc).__name__}: {first_sentence(exc)} Build it for the input_shape gridcv passes."
         ) from None
     shapes = [tuple(t.shape) for t in keras.tree.flatten(y_pred)]
-    output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
+    onehot = pipelines is not None and pipelines.onehot
+    output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit, onehot)
     loss = loss_info(model.loss)
     try:
         _compute_loss(model, x, y, y_pred, weights)
@@ -94,8 +136,7 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
         raise BuilderError(
             f"{culprit.who} returned a model whose output is {shape_text(shapes[0][1:])} per sample, and "
             f"{culprit.loss(loss.name)} cannot be computed on it and the labels: {type(exc).__name__}: "
-            f"{first_sentence(exc)} {_labels(source, y)} Use sparse_categorical_crossentropy (one output per "
-            "class), or binary_crossentropy (one sigmoid output for two classes)."
+            f"{first_sentence(exc)} {_labels(source, y)} {_LOSSES.get(source.task, _LOSSES['classification'])}"
         ) from None
     try:
         model.compute_metrics(x, y, y_pred, sample_weight=weights)
@@ -104,8 +145,8 @@ def check_on_batch(job: FoldJob, source: Source, model: keras.Model, culprit: Cu
         raise BuilderError(
             f"{culprit.who} returned a model whose metrics ({_metric_names(model)}){key} cannot be computed on its "
             "output and the "
-            f"labels: {type(exc).__name__}: {first_sentence(exc)} {_labels(source, y)} Use metrics for integer "
-            "labels (accuracy, sparse_categorical_accuracy), or none: gridcv's scoring does not need them."
+            f"labels: {type(exc).__name__}: {first_sentence(exc)} {_labels(source, y)} Use metrics for "
+            f"{_METRICS.get(source.task, _METRICS['classification'])}, or none: gridcv's scoring does not need them."
         ) from None
 
 
@@ -139,7 +180,24 @@ def _metric_names(model: keras.Model) -> str:
     return ", ".join(names)
 
 
+_LOSSES = {
+    "classification": "Use sparse_categorical_crossentropy (one output per class), or binary_crossentropy (one "
+    "sigmoid output for two classes).",
+    "regression": "Use mean_squared_error, mean_absolute_error or huber, with one linear output per target.",
+    "multilabel": "Use binary_crossentropy, with one sigmoid output per label.",
+}
+_METRICS = {
+    "classification": "integer labels (accuracy, sparse_categorical_accuracy)",
+    "regression": "numeric targets (mean_absolute_error, root_mean_squared_error)",
+    "multilabel": "0/1 labels (binary_accuracy, auc)",
+}
+
+
 def _labels(source: Source, y: np.ndarray) -> str:
+    if source.task == "regression":
+        return f"gridcv feeds {source.n_classes} numeric target(s) per sample."
+    if source.task == "multilabel":
+        return f"gridcv feeds {source.n_classes} labels of 0/1 per sample."
     ids = f"gridcv feeds integer class ids 0 .. {source.n_classes - 1}"
     if source.task == "segmentation":
         return f"{ids}, one per pixel ({'x'.join(str(s) for s in y.shape[1:])} masks)."

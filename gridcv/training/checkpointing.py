@@ -79,7 +79,7 @@ class Restored:
 
 
 def restore_training_state(
-    model: keras.Model, folder: Path, batches: IndexBatches, skipped: list[str] | None = None
+    model: keras.Model, folder: Path, batches: IndexBatches | None, skipped: list[str] | None = None
 ) -> Restored:
     """Loads the newest usable checkpoint into ``model``; a fresh state if there is none.
 
@@ -94,6 +94,8 @@ def restore_training_state(
     def check(state: TrainingState) -> None:
         if state.batch == 0:
             return
+        if batches is None:  # a user's pipeline cannot be entered inside an epoch
+            raise ValueError("it was written inside an epoch, and this feed resumes at an epoch's start only")
         build_metrics(model, batches.load(state.epoch, 0))
         saved = _metric_arrays(state)
         if variables_signature(saved) != variables_signature(model.metrics_variables):

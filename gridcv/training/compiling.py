@@ -17,6 +17,8 @@ from gridcv.config.training import COMPILE_KEYS, OPTIMIZERS
 from gridcv.errors import BuilderError, did_you_mean
 from gridcv.execution.messages import FoldJob
 
+# compile.loss when it is not set, by task (else sparse_categorical_crossentropy, the schema's default).
+DEFAULT_LOSSES = {"regression": "mean_squared_error", "multilabel": "binary_crossentropy"}
 # Metric names that compile() resolves from the loss rather than through keras.metrics.get.
 _COMPILE_METRIC_ALIASES = {"accuracy", "acc", "crossentropy", "ce"}
 
@@ -57,6 +59,8 @@ def compile_from_spec(model: keras.Model, job: FoldJob) -> None:
     section = job.training.compile
     spec = section.optimizer_kwargs()
     chosen = {k: job.params.get(k, getattr(section, k)) for k in COMPILE_KEYS}
+    if "loss" not in section.model_fields_set and "loss" not in job.params:
+        chosen["loss"] = DEFAULT_LOSSES.get(job.data.task or "", chosen["loss"])
     cls = optimizer_class(str(chosen["optimizer"]))
     accepted = optimizer_arguments(cls)
     for key in spec:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
+import numpy as np
 
+from gridcv.data.python import PythonSource
 from gridcv.data.sources import Source, open_source
 from gridcv.execution.memory import peak_rss, reset_peak_rss
 from gridcv.execution.messages import EpochEnded, FoldJob, FoldOutcome, OutcomeKind
@@ -30,22 +32,25 @@ from gridcv.training.outputs import OutputLayout, output_layout, static_output_s
 from gridcv.training.saving import save_model_atomic
 from gridcv.training.scoring import score_samples
 from gridcv.training.timing import Phases
+from gridcv.training.user_data import UserFeed, UserPipelines, fit_user_feed
 
 
 @dataclass
 class PreparedFold:
     """A fold ready to train: its data, its model (restored from the newest checkpoint), what the
     model's outputs mean, callbacks, and notes for the user (a damaged checkpoint passed over, a
-    callback whose state a resume loses)."""
+    callback whose state a resume loses). With ``data: kind: python``, ``pipelines`` is the user's
+    factory, which makes ``train`` and ``monitor`` and the batches scored."""
 
     source: Source
     model: keras.Model
     layout: OutputLayout
-    train: IndexBatches
-    monitor: IndexBatches | None
+    train: IndexBatches | UserFeed
+    monitor: Any
     callbacks: list[keras.callbacks.Callback]
     restored: Restored
     notes: tuple[str, ...] = ()
+    pipelines: UserPipelines | None = None
 
 
 def run_fold(
@@ -124,24 +129,33 @@ def prepare(job: FoldJob, phases: Phases | None = None) -> PreparedFold:
     scored before training), restores the newest checkpoint, makes the callbacks."""
     phases = phases or Phases()
     phases.lap("start")
-    source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.cache)
+    source = open_source(job.data.spec, job.data.base_dir, job.data.where, job.data.task, cache=job.data.cache)
+    pipelines = UserPipelines(job, source) if isinstance(source, PythonSource) else None
+    if pipelines is not None:
+        source = pipelines.source  # knows its input shape now
     phases.lap("data")
     model, culprit = build_model(job, source)
     shapes = static_output_shapes(model, source.input_shape)
-    layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit)
+    onehot = pipelines is not None and pipelines.onehot
+    layout = output_layout(model, source.task, source.n_classes, source.input_shape, shapes, culprit, onehot)
     phases.lap("build")
-    train = training_batches(source, job.data.spec, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
     # What callbacks monitor: the indices the parent chose (see gridcv.runner.jobs).
-    monitor = (
-        validation_batches(source, job.data.spec, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
-    )
+    train: IndexBatches | UserFeed
+    if pipelines is not None:
+        train = pipelines.training_feed()
+        monitor = pipelines.validation(job.monitor_idx) if len(job.monitor_idx) else None
+    else:
+        data = job.data.spec
+        train = training_batches(source, data, job.params, job.fit_idx, job.batch_size, job.task.seed, job.shuffle)
+        monitor = validation_batches(source, data, job.monitor_idx, job.batch_size) if len(job.monitor_idx) else None
     callbacks = make_callbacks(job, monitored=monitor is not None)
     phases.lap("batches")
     skipped: list[str] = []
-    restored = restore_training_state(model, job.checkpoint_dir, train, skipped)
+    batches = train if isinstance(train, IndexBatches) else None  # a user pipeline resumes at epoch ends only
+    restored = restore_training_state(model, job.checkpoint_dir, batches, skipped)
     phases.lap("restore")
     notes = resume_notes(skipped, restored.state.epoch, restored.state.batch, without_state(callbacks))
-    return PreparedFold(source, model, layout, train, monitor, callbacks, restored, notes)
+    return PreparedFold(source, model, layout, train, monitor, callbacks, restored, notes, pipelines)
 
 
 def resume_notes(skipped: list[str], epoch: int, batch: int, stateless: list[str]) -> tuple[str, ...]:
@@ -176,7 +190,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(EpochEnded(job.task.task_id, now.epoch, job.epochs, logs, state.epoch, fold.notes))
 
-    every = job.training.checkpoint_every
+    # gridcv's own batches can be entered inside an epoch; a user's pipeline only at an epoch's start.
+    every = job.training.checkpoint_every if isinstance(fold.train, IndexBatches) else None
     checkpoints = FoldCheckpoints(
         fold.model, job.checkpoint_dir, fold.restored, every, should_stop, fold.callbacks, saved
     )
@@ -184,7 +199,10 @@ def fit(
     start = Position(state.epoch, state.batch) if state.epoch < last else Position(last)
     # The loop runs even with no epoch left, so that callbacks' on_train_end runs on a
     # finished, resumed fold too (EarlyStopping's restore_best_weights).
-    train(fold.model, fold.train, fold.monitor, fold.callbacks, start, last, checkpoints)
+    if isinstance(fold.train, UserFeed):
+        fit_user_feed(fold.model, fold.train, fold.monitor, fold.callbacks, start.epoch, last, checkpoints)
+    else:
+        train(fold.model, fold.train, fold.monitor, fold.callbacks, start, last, checkpoints)
     if phases is not None:
         phases.lap("fit_other")
         trained = checkpoints.state.fit_time - state.fit_time
@@ -201,13 +219,17 @@ def score(job: FoldJob, fold: PreparedFold, trained: FoldOutcome) -> FoldOutcome
         save_model_atomic(fold.model, opts.save_model_to)
     start = time.perf_counter()
     scores: dict[str, float] = {}
+
+    def scores_of(indices: np.ndarray) -> dict[str, float]:
+        if fold.pipelines is not None:
+            return fold.pipelines.score(fold.model, indices, job.scorers, fold.layout)
+        return score_samples(fold.model, fold.source, indices, job.scorers, job.batch_size, fold.layout)
+
     if len(job.test_idx):
-        scores = score_samples(fold.model, fold.source, job.test_idx, job.scorers, job.batch_size, fold.layout)
+        scores = scores_of(job.test_idx)
     info = dict(trained.info)
     if opts.train_score_idx is not None:
-        info["train_scores"] = score_samples(
-            fold.model, fold.source, opts.train_score_idx, job.scorers, job.batch_size, fold.layout
-        )
+        info["train_scores"] = scores_of(opts.train_score_idx)
     info["gpu_peak_memory"] = gpu_peak_memory()
     score_time = time.perf_counter() - start
     return replace(trained, kind=OutcomeKind.DONE, scores=scores, score_time=score_time, peak_rss=peak_rss(), info=info)

@@ -21,8 +21,6 @@ was expected.
 from __future__ import annotations
 
 import enum
-import functools
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +30,21 @@ import numpy as np
 from scipy.special import expit, softmax
 
 from gridcv.errors import BuilderError
+from gridcv.training.losses import LossInfo, loss_info
+
+__all__ = ["Culprit", "LossInfo", "OutputKind", "OutputLayout", "loss_info", "output_layout", "static_output_shapes"]
 
 
 class OutputKind(enum.StrEnum):
-    """How a model's output encodes the class of a sample (or of a pixel)."""
+    """How a model's output encodes the class of a sample (or of a pixel), its labels or its targets."""
 
     PROBABILITIES = "probabilities"  # n_classes values summing to 1 (softmax)
     SIGMOID = "sigmoid"  # one probability of class 1, two classes
     LOGITS = "logits"  # n_classes unnormalised scores (from_logits=True)
     LOGIT = "logit"  # one unnormalised score of class 1, two classes
+    VALUES = "values"  # regression: one predicted number per target
+    LABEL_PROBABILITIES = "label_probabilities"  # multilabel: one sigmoid probability per label
+    LABEL_LOGITS = "label_logits"  # multilabel: one logit per label (from_logits=True)
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,13 @@ class OutputLayout:
     n_classes: int
 
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
-        """Raw outputs -> float64 probabilities ``(..., n_classes)`` summing to 1 over the last axis."""
+        """Raw outputs -> float64 probabilities ``(..., n_classes)`` summing to 1 over the last axis
+        (multilabel: the probability of each label, ``(n, n_labels)``)."""
         values = np.asarray(raw, dtype=np.float64)
+        if self.kind is OutputKind.LABEL_PROBABILITIES:
+            return np.clip(values, 0.0, 1.0)
+        if self.kind is OutputKind.LABEL_LOGITS:
+            return np.asarray(expit(values))
         if self.kind is OutputKind.SIGMOID:
             return _two_columns(np.clip(values[..., 0], 0.0, 1.0))
         if self.kind is OutputKind.LOGIT:
@@ -72,11 +81,20 @@ class OutputLayout:
     def classes(self, raw: np.ndarray) -> np.ndarray:
         """Raw outputs -> int64 class ids ``(...)``: argmax, or a threshold for one unit."""
         values = np.asarray(raw)
+        if self.kind is OutputKind.LABEL_PROBABILITIES:
+            return (values > 0.5).astype(np.int64)  # multilabel: 0/1 per label
+        if self.kind is OutputKind.LABEL_LOGITS:
+            return (values > 0).astype(np.int64)
         if self.kind is OutputKind.SIGMOID:
             return (values[..., 0] > 0.5).astype(np.int64)
         if self.kind is OutputKind.LOGIT:
             return (values[..., 0] > 0).astype(np.int64)
         return values.argmax(axis=-1).astype(np.int64)
+
+    def values(self, raw: np.ndarray) -> np.ndarray:
+        """Raw regression outputs -> float64 predictions: ``(n,)`` for one target, ``(n, n_targets)``."""
+        values = np.asarray(raw, dtype=np.float64)
+        return values.reshape(len(values)) if self.n_classes == 1 else values.reshape(len(values), self.n_classes)
 
 
 def _two_columns(p1: np.ndarray) -> np.ndarray:
@@ -98,81 +116,6 @@ class Culprit:
     def loss(self, name: str) -> str:
         """The loss as messages name it."""
         return f"the loss {name!r}" + (f" (key '{self.loss_key}')" if self.loss_key else "")
-
-
-@dataclass(frozen=True)
-class LossInfo:
-    """What gridcv needs to know of a compiled loss.
-
-    Attributes:
-        name: As written (a string) or as Keras names it.
-        family: ``sparse`` (integer targets, one output per class), ``onehot``
-            (one-hot targets), ``binary`` (one output per target), ``auto``
-            (``crossentropy``: Keras picks by shape), or ``other``.
-        from_logits: The loss's ``from_logits``; None when it has none (a custom loss, mse...).
-    """
-
-    name: str
-    family: str
-    from_logits: bool | None
-
-
-_FAMILIES = {
-    "sparse_categorical_crossentropy": "sparse",
-    "categorical_crossentropy": "onehot",
-    "categorical_focal_crossentropy": "onehot",
-    "categorical_hinge": "onehot",
-    "binary_crossentropy": "binary",
-    "binary_focal_crossentropy": "binary",
-}
-
-
-def loss_info(loss: Any) -> LossInfo:
-    """Name, family and ``from_logits`` of what was passed to ``compile(loss=...)``.
-
-    A string compiles through ``keras.losses.get`` (a function, or a Loss class
-    with its defaults), except ``crossentropy``/``ce``, which Keras resolves by
-    the shapes; a Loss instance carries ``from_logits`` in its config; a
-    function (or a ``functools.partial`` of one) in its default arguments.
-    """
-    if isinstance(loss, (list, tuple)) and len(loss) == 1:
-        loss = loss[0]
-    if isinstance(loss, dict) and len(loss) == 1:
-        loss = next(iter(loss.values()))
-    if isinstance(loss, str) and loss.lower() in ("crossentropy", "ce"):
-        return LossInfo(loss, "auto", False)
-    resolved: Any = loss
-    if isinstance(loss, str):
-        try:
-            resolved = keras.losses.get(loss)
-        except ValueError:
-            return LossInfo(loss, "other", None)
-    fn, kwargs = resolved, {}
-    if isinstance(resolved, functools.partial):
-        fn, kwargs = resolved.func, dict(resolved.keywords)
-    elif isinstance(resolved, keras.losses.Loss):
-        fn = getattr(resolved, "fn", resolved)
-        try:
-            kwargs = dict(resolved.get_config())
-        except (NotImplementedError, TypeError):
-            kwargs = {}
-    from_logits = kwargs.get("from_logits", getattr(resolved, "from_logits", None))
-    if from_logits is None and callable(fn) and not isinstance(fn, keras.losses.Loss):
-        from_logits = _default_from_logits(fn)
-    fn_name = getattr(fn, "__name__", type(fn).__name__)
-    name = loss if isinstance(loss, str) else getattr(resolved, "name", None) or fn_name
-    family = _FAMILIES.get(fn_name, "other")
-    return LossInfo(str(name), family, None if from_logits is None else bool(from_logits))
-
-
-def _default_from_logits(fn: Any) -> bool | None:
-    try:
-        parameter = inspect.signature(fn).parameters.get("from_logits")
-    except (TypeError, ValueError):
-        return None
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return None
-    return bool(parameter.default)
 
 
 # Layers that pass their input's values through (or only reshape them): the activation is before them.
@@ -270,17 +213,19 @@ def output_layout(
     input_shape: tuple[int, ...],
     output_shapes: Sequence[tuple[int | None, ...]],
     culprit: Culprit,
+    onehot_targets: bool = False,
 ) -> OutputLayout:
     """The layout of a compiled model's output, or a refusal if gridcv cannot score it.
 
     Args:
         model: The compiled model.
-        task: ``classification`` or ``segmentation``.
-        n_classes: Classes of the data (labels, or mask values).
+        task: ``classification``, ``segmentation``, ``regression`` or ``multilabel``.
+        n_classes: Classes of the data (labels, or mask values); targets or labels per sample.
         input_shape: One sample's shape (segmentation outputs must match its height and width).
         output_shapes: The model's output shapes, batch axis first (from a forward
             pass, or :func:`static_output_shapes`).
         culprit: Whom messages name.
+        onehot_targets: The targets are one-hot rows (a user pipeline's), so a one-hot loss fits them.
 
     Raises:
         BuilderError: The output's shape, activation or loss does not fit the task.
@@ -292,6 +237,10 @@ def output_layout(
             f"({_expected(task, n_classes, input_shape)})."
         )
     shape = tuple(output_shapes[0][1:])
+    if task in ("regression", "multilabel"):
+        from gridcv.training.value_outputs import value_layout  # it builds on this module
+
+        return value_layout(model, task, n_classes, shape, culprit)
     channels = _channels(task, n_classes, input_shape, shape, who)
     loss = loss_info(model.loss)
     activation = output_activation(model)
@@ -299,6 +248,8 @@ def output_layout(
     if channels == 1 and n_classes <= 2:
         _check_one_unit(loss, activation, n_classes, culprit)
         return OutputLayout(OutputKind.LOGIT if logits else OutputKind.SIGMOID, n_classes)
+    if onehot_targets:
+        return OutputLayout(OutputKind.LOGITS if logits else OutputKind.PROBABILITIES, n_classes)
     if loss.family == "binary":
         raise BuilderError(
             f"{who} returned a model with {channels} outputs per {_unit(task)} and {culprit.loss(loss.name)}, which "
@@ -380,6 +331,10 @@ def _check_onehot(loss: LossInfo, n_classes: int, culprit: Culprit) -> None:
 
 
 def _expected(task: str, n_classes: int, input_shape: tuple[int, ...]) -> str:
+    if task == "regression":
+        return f"end the model with Dense({n_classes}) and no activation"
+    if task == "multilabel":
+        return f"end the model with Dense({n_classes}, activation='sigmoid')"
     if task == "segmentation":
         h, w = input_shape[:2]
         binary = f", or ({h}, {w}, 1) with one sigmoid channel" if n_classes == 2 else ""

@@ -1,12 +1,13 @@
-"""Scoring a fold with scikit-learn's scorers, from the model's predicted probabilities.
+"""Scoring a fold with scikit-learn's scorers, from the model's predictions.
 
-The scorers want an estimator; :class:`PredictedProbabilities` is one whose
-answers were computed beforehand (one ``predict`` pass over the samples,
+The scorers want an estimator; :class:`PredictedProbabilities` (classes),
+:class:`PredictedValues` (regression) and :class:`PredictedLabels` (multilabel)
+replay answers computed beforehand (one ``predict`` pass over the samples,
 read batch by batch), so every scorer reuses the same predictions.
 Segmentation is scored from a per-pixel confusion matrix accumulated batch by
 batch, so memory stays at one batch whatever the fold's size. Raw outputs
-become probabilities and classes through the fold's
-:class:`~gridcv.training.outputs.OutputLayout` (softmax, one sigmoid unit, logits).
+become probabilities, classes or values through the fold's
+:class:`~gridcv.training.outputs.OutputLayout` (softmax, one sigmoid unit, logits, values).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
 from gridcv.data.sources import Source
 from gridcv.training.batches import IndexBatches
-from gridcv.training.outputs import OutputLayout
+from gridcv.training.outputs import OutputKind, OutputLayout
 
 
 def score_samples(
@@ -49,8 +50,28 @@ def score_samples(
         return segmentation_scores(scorers, confusion)
     batches = IndexBatches(source, indices, batch_size, labels=False)
     raw = np.asarray(model.predict(batches.feed(), verbose=0))
-    predictions = PredictedProbabilities(layout.probabilities(raw), source.n_classes, layout.classes(raw))
-    return score_fold(scorers, source.labels()[indices], predictions)
+    return score_predictions(scorers, source.labels()[indices], raw, layout)
+
+
+def score_predictions(
+    scorers: Sequence[str], y_true: np.ndarray, raw: np.ndarray, layout: OutputLayout
+) -> dict[str, float]:
+    """Scores one sample's worth of raw model outputs per row against the true targets.
+
+    Args:
+        scorers: scikit-learn scorer names.
+        y_true: Class ids, numeric targets or 0/1 label rows, row ``i`` for ``raw[i]``.
+        raw: The model's outputs.
+        layout: What the outputs mean: probabilities, logits, values or per-label probabilities.
+    """
+    estimator: BaseEstimator
+    if layout.kind is OutputKind.VALUES:
+        estimator = PredictedValues(layout.values(raw))
+    elif layout.kind in (OutputKind.LABEL_PROBABILITIES, OutputKind.LABEL_LOGITS):
+        estimator = PredictedLabels(layout.probabilities(raw), layout.classes(raw))
+    else:
+        estimator = PredictedProbabilities(layout.probabilities(raw), layout.n_classes, layout.classes(raw))
+    return score_fold(scorers, y_true, estimator)
 
 
 def pixel_confusion(model: keras.Model, batches: IndexBatches, layout: OutputLayout) -> np.ndarray:
@@ -94,12 +115,46 @@ class PredictedProbabilities(ClassifierMixin, BaseEstimator):
         return p[:, 1] if p.shape[1] == 2 else p
 
 
-def score_fold(scorers: Sequence[str], y_true: np.ndarray, estimator: PredictedProbabilities) -> dict[str, float]:
+class PredictedValues(RegressorMixin, BaseEstimator):
+    """A fitted regressor that replays precomputed predictions (``X`` holds row numbers, as above)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.values[np.asarray(X).ravel()]
+
+
+class PredictedLabels(ClassifierMixin, BaseEstimator):
+    """A fitted multilabel classifier that replays precomputed per-label probabilities and 0/1 labels."""
+
+    def __init__(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
+        self.probabilities = probabilities
+        self.labels = labels
+        self.classes_ = [np.arange(2)] * probabilities.shape[1]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.probabilities[np.asarray(X).ravel()]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.labels[np.asarray(X).ravel()]
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.predict_proba(X)
+
+
+def score_fold(scorers: Sequence[str], y_true: np.ndarray, estimator: BaseEstimator) -> dict[str, float]:
     """Scores one validation fold with each named scikit-learn scorer.
 
     Args:
         scorers: scikit-learn scorer names (``accuracy``, ``f1_macro``, ``neg_log_loss``...).
-        y_true: True labels of the validation fold.
+        y_true: True targets of the validation fold.
         estimator: The fold's predictions, row ``i`` for ``y_true[i]``.
 
     Returns:
