@@ -20,7 +20,8 @@ import pytest
 import gridcv
 from gridcv.config import ExecutionSpec
 from gridcv.execution.messages import FoldOutcome, OutcomeKind
-from gridcv.execution.processes import _Slot, _Worker
+from gridcv.execution.placement import WorkerSetup
+from gridcv.execution.processes import WorkerSlot, _Worker
 from gridcv.store import FoldStatus
 
 pytestmark = pytest.mark.slow
@@ -275,7 +276,10 @@ def hold_memory(conn, mib: int) -> None:
     """A stand-in worker process: holds ``mib`` MiB of its own memory until told to stop."""
     held = np.ones(mib * 2**20 // 8)
     conn.send(("ready", os.getpid()))
-    while conn.recv()[0] != "stop":
+    try:
+        while conn.recv()[0] != "stop":
+            pass
+    except EOFError:  # the test ended without needing this stand-in
         pass
     del held
 
@@ -284,7 +288,7 @@ def stand_in_worker(worker_id: str, mib: int) -> _Worker:
     """A _Worker (its real rss() and stop()) whose process holds ``mib`` MiB instead of running folds."""
     ctx = multiprocessing.get_context("spawn")
     worker = _Worker.__new__(_Worker)
-    worker.id, worker.folds, worker.ready, worker.log_path = worker_id, 1, True, None
+    worker.id, worker.folds, worker.ready, worker.log_path, worker.received = worker_id, 1, True, None, {}
     worker.conn, child = ctx.Pipe()
     worker.process = ctx.Process(target=hold_memory, args=(child, mib), daemon=True)
     worker.process.start()
@@ -297,7 +301,7 @@ def stand_in_worker(worker_id: str, mib: int) -> _Worker:
 def test_a_worker_above_max_worker_memory_after_a_fold_is_replaced(held, replaced):
     execution = ExecutionSpec(max_worker_memory="200MiB")
     spares = iter([stand_in_worker("w2", 10)])
-    slot = _Slot(0, lambda: next(spares), execution, int(execution.max_worker_memory))
+    slot = WorkerSlot(0, lambda: next(spares), execution, WorkerSetup())
     slot.worker, slot.job = stand_in_worker("w1", held), object()  # type: ignore[assignment]
     first = slot.worker
     finished = slot._finished(FoldOutcome("t", OutcomeKind.DONE))
