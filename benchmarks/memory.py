@@ -16,11 +16,12 @@ arrays instead, the fastest a loop can be fed). So what differs is how memory is
 what gridcv's safety costs.
 
 Memory is what the run's processes hold (the subprocess and all its children: anonymous and
-shared resident memory; file pages, which the kernel can drop, left out), sampled every
+shared memory, each page divided among the processes that map it, so what forked workers share
+with the fork server counts once; file pages, which the kernel can drop, left out), sampled every
 ``--interval`` seconds (0.2 by default) for the whole run. Reported per run: the memory during the
 first and the last ``--every`` folds (median of the samples), the growth per fold (least-squares
 slope of each fold's median sample), the true peak (the largest sample: for gridcv it comes when
-a worker's successor imports TensorFlow beside the old worker's last fold), and wall time, with
+a worker's successor starts beside the old worker's last fold), and wall time, with
 the ratios to (b) measured in the same run.
 """
 
@@ -127,12 +128,38 @@ def write_experiment(folder: Path, folds: int, epochs: int) -> Path:
     return path
 
 
+def proportional_memory(pid: int) -> int | None:
+    """Anonymous + shared memory of a process and its descendants, each page divided among the
+    processes that map it (``Pss_Anon`` + ``Pss_Shmem`` of ``/proc/<pid>/smaps_rollup``), in bytes.
+
+    Summing resident sizes would count twice what forked workers share copy-on-write with the
+    fork server that imported TensorFlow for them; proportional sizes add up to what is held.
+    None once the process is gone.
+    """
+    import psutil
+
+    def own(p: int) -> int:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:])
+        return sum(int(fields.get(k, "0 kB").split()[0]) * 1024 for k in ("Pss_Anon", "Pss_Shmem"))
+
+    try:
+        total = own(pid)
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                total += own(child.pid)
+            except (OSError, psutil.Error):
+                pass  # it ended between the listing and the read
+        return total
+    except (OSError, psutil.Error):
+        return None
+
+
 def sampled(command: list[str], interval: float) -> dict[str, Any]:
-    """Runs ``command``, sampling the memory of it and its children every ``interval`` seconds.
+    """Runs ``command``, sampling the memory of it and its children every ``interval`` seconds
+    (:func:`proportional_memory`).
 
     Returns its stdout, its samples as (time, bytes) and its wall time.
     """
-    from gridcv.execution.memory import rss_of
 
     env = {
         **os.environ,
@@ -145,7 +172,7 @@ def sampled(command: list[str], interval: float) -> dict[str, Any]:
 
     def sample() -> None:
         while proc.poll() is None:
-            held = rss_of(proc.pid)
+            held = proportional_memory(proc.pid)
             if held:
                 samples.append((time.time(), held))
             time.sleep(interval)
