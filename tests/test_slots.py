@@ -5,6 +5,7 @@ do not depend on how many slots there were."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -232,7 +233,14 @@ def test_ctrl_c_stops_every_slot_after_its_checkpoint(make_experiment, tmp_path)
     assert runner.returncode == 130, err
     attempts = gridcv.load_attempts(path)
     assert attempts[["slot", "outcome"]].values.tolist() == [["cpu 1/2", "interrupted"], ["cpu 2/2", "interrupted"]]
-    assert all(m.startswith("stopped on request after epoch ") for m in attempts["message"])
+    # The request lands in an epoch's end (the callback's sleep) or, under load, in one of its batches;
+    # either way the worker stops at a checkpoint of exactly the position it names.
+    for task_id, message in attempts[["task_id", "message"]].values.tolist():
+        stopped = re.fullmatch(r"stopped on request (?:after epoch (\d+)|in epoch (\d+) after batch (\d+))", message)
+        assert stopped, message
+        after_epoch, in_epoch, batch = stopped.groups()
+        name = f"epoch-{int(after_epoch):05d}.npz" if after_epoch else f"epoch-{int(in_epoch) - 1:05d}-batch-{int(batch):07d}.npz"
+        assert [p.name for p in (checkpoints / task_id).rglob(name)] == [name], (message, sorted(checkpoints.rglob("*.npz")))
 
 
 KILL_ONE_OF_TWO = """
