@@ -25,6 +25,7 @@ import gridcv
 from gridcv.errors import ClusterError
 from gridcv.store import ResultStore
 from tests.conftest import base_config, write_arrays
+from tests.stops import checkpoint_of
 
 distributed = pytest.importorskip("distributed", reason="backend: dask needs pip install 'gridcv[dask]'")
 dask = pytest.importorskip("dask")
@@ -245,7 +246,9 @@ def test_ctrl_c_stops_every_task_after_its_checkpoint_and_the_run_resumes(cluste
     assert runner.returncode == 130, err
     stopped = gridcv.load_attempts(path)
     assert stopped["outcome"].tolist() == ["interrupted", "interrupted"]  # both slots' folds
-    assert all(m.startswith("stopped on request after epoch ") for m in stopped["message"])
+    for task_id, message in stopped[["task_id", "message"]].values.tolist():
+        # at an epoch's end or, under load, inside one: a checkpoint of exactly that position is saved
+        assert checkpoint_of(checkpoints, task_id, message) != [], (message, sorted(checkpoints.rglob("*.npz")))
     (tmp_path / "hold").unlink()
     gridcv.run_experiment(path)
     assert gridcv.load_folds(path)["status"].tolist() == ["done"] * 4

@@ -17,6 +17,7 @@ import pytest
 import gridcv
 from gridcv.store import ResultStore, RunLock
 from gridcv.store.checkpoints import TrainingState, list_checkpoints, newest_usable, save_checkpoint
+from tests.stops import stopped_at
 
 SLOW = {"fit": {"epochs": 40, "batch_size": 4}, "grid": {"units": [4]}, "execution": {"isolation": "process"}}
 
@@ -71,11 +72,7 @@ def test_ctrl_c_stops_after_a_checkpoint_and_resumes(make_experiment):
     attempts = gridcv.load_attempts(path)
     assert attempts["outcome"].tolist()[0] == "interrupted"
     # the stop comes after the batch in training: a checkpoint is saved there (or at the epoch's end)
-    stopped = re.fullmatch(
-        r"stopped on request (?:after epoch (\d+)|in epoch (\d+) after batch (\d+))", attempts["message"].iloc[0]
-    )
-    assert stopped is not None
-    epoch, batch = (int(stopped[1]), 0) if stopped[1] else (int(stopped[2]) - 1, int(stopped[3]))
+    epoch, batch = stopped_at(attempts["message"].iloc[0])
     assert 0 <= epoch < 40
     resumed = start(path, "--quiet")
     resumed.communicate(timeout=300)
