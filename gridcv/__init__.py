@@ -18,8 +18,7 @@ start in a fraction of a second.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gridcv.errors import (
     AllFoldsFailed,
@@ -36,6 +35,7 @@ from gridcv.errors import (
     StoreError,
     UserError,
 )
+from gridcv.lazy import lazy_names
 
 if TYPE_CHECKING:
     from gridcv.best_model import BestModelInfo, load_best_model, load_best_model_info
@@ -71,16 +71,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'gridcv' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

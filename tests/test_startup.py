@@ -7,6 +7,7 @@ matplotlib (their imports are most of the 2 s the commands took before).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -49,3 +50,14 @@ def test_status_and_results_load_no_heavy_library(tmp_path, code):
 def test_load_results_still_brings_pandas(tmp_path):
     write_crashed_run(tmp_path)
     assert "pandas" in loaded_after(f"import gridcv; gridcv.load_results({str(tmp_path)!r})")
+
+
+@pytest.mark.parametrize("package", ["gridcv", "gridcv.runner", "gridcv.report"])
+def test_every_public_name_is_listed_and_resolves_to_where_it_is_defined(package):
+    module = importlib.import_module(package)
+    assert set(module.__all__) <= set(dir(module))
+    for name in module.__all__:
+        value = getattr(module, name)
+        assert getattr(importlib.import_module(value.__module__), name) is value, name
+    with pytest.raises(AttributeError, match=f"^module '{package}' has no attribute 'nope'$"):
+        module.nope  # noqa: B018

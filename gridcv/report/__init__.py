@@ -17,8 +17,9 @@ imported on first use, so importing this package imports neither.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gridcv.lazy import lazy_names
 
 if TYPE_CHECKING:
     from gridcv.report.build import write_report
@@ -31,12 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gridcv.report' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["compare", "load_history", "write_report"]

@@ -16,8 +16,9 @@ Names are imported on first use (PEP 562), so ``gridcv status`` imports
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gridcv.lazy import lazy_names
 
 if TYPE_CHECKING:
     from gridcv.runner.api import run
@@ -31,12 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gridcv.runner' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["RunOptions", "RunSummary", "run", "run_experiment"]
