@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from gridcv.best_model import load_best_model
-from gridcv.cv_results import by_candidate, cv_results, param_arrays, param_names, scorer_keys, train_score
+from gridcv.cv_results import param_arrays, param_names, scorer_keys, train_score
 from gridcv.folders import BEST_JSON, BEST_MODEL, results_folder
-from gridcv.monitoring import META_KEY, results_warnings
 from gridcv.plan import REFIT_FOLD
+from gridcv.reading import read_folder
 from gridcv.store import FoldRow, FoldStatus, ResultStore
 
 # Defined in pandas-free modules (so `gridcv status` needs no pandas); kept importable from here.
@@ -56,15 +56,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     Raises:
         ResultsError: There are no results at ``path``.
     """
-    folder = results_folder(path)
-    with ResultStore.open(folder, readonly=True) as store:
-        rows = store.fold_rows()
-        scoring = store.get_meta("scoring") or "score"
-        train = bool(store.get_meta("return_train_score"))
-        current = store.get_meta("candidates")
-        n_splits = int(store.get_meta("n_splits") or 0)
-        warnings = results_warnings(store.get_meta(META_KEY))
-    columns = cv_results(by_candidate(rows, current), scoring, n_splits, train)
+    read = read_folder(path)
+    columns = read.cv_results()
     # scikit-learn's masked arrays, read by pandas as pandas reads GridSearchCV's cv_results_:
     # the same dtypes (int64, float64 with NaN where a candidate lacks the key, str, object).
     params = pd.DataFrame(param_arrays(columns["params"]), index=pd.RangeIndex(len(columns["params"])))
@@ -72,8 +65,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
         {k: params[k] if k.startswith("param_") else v for k, v in columns.items()},
         index=pd.RangeIndex(len(columns["params"])),
     )
-    results.attrs["scoring"] = scoring  # what ranked_table needs, without reopening the store
-    results.attrs["warnings"] = warnings
+    results.attrs["scoring"] = read.primary_scoring  # what ranked_table needs, without reopening the store
+    results.attrs["warnings"] = read.warnings
     return results
 
 
@@ -102,17 +95,13 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         per Keras metric of the history (``best_val_loss``, ...). ``attrs["warnings"]`` as
         in :func:`load_results`.
     """
-    folder = results_folder(path)
-    with ResultStore.open(folder, readonly=True) as store:
-        rows = store.fold_rows()
-        scoring = store.get_meta("scoring") or []
-        train = bool(store.get_meta("return_train_score"))
-        record = store.get_meta(META_KEY)
-    names = [name for name, _ in scorer_keys(scoring)]
+    read = read_folder(path)
+    rows, train, record = read.rows, read.return_train_score, read.monitoring
+    names = [name for name, _ in scorer_keys(read.scoring or [])]
     keys = param_names([r.params for r in rows])
     metrics = sorted({m for r in rows for m in r.info.get("history_best", {})})
     folds = pd.DataFrame.from_records([_fold_record(r, names, keys, metrics, train, record) for r in rows])
-    folds.attrs["warnings"] = results_warnings(record)
+    folds.attrs["warnings"] = read.warnings
     return folds
 
 

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from gridcv.best_model import BestModelInfo, load_best_model, read_best_model_info
-from gridcv.cv_results import by_candidate, cv_results, param_arrays, scorer_keys
+from gridcv.cv_results import param_arrays, scorer_keys
 from gridcv.errors import NotAvailableError
-from gridcv.folders import BEST_JSON, EXPERIMENT_COPY, results_folder
-from gridcv.monitoring import META_KEY, results_warnings
+from gridcv.folders import BEST_JSON, EXPERIMENT_COPY
+from gridcv.reading import open_folder
 from gridcv.store import FoldStatus, ResultStore
 
 # gridcv's own per-candidate columns, kept out of cv_results_ (which holds scikit-learn's keys only).
@@ -193,18 +193,12 @@ def load_search(path: str | Path) -> SearchResults:
     Raises:
         ResultsError: There are no results at ``path``.
     """
-    folder = results_folder(path)
-    with ResultStore.open(folder, readonly=True) as store:
-        rows = store.fold_rows()
-        scoring = store.get_meta("scoring") or "score"
-        train = bool(store.get_meta("return_train_score"))
-        n_splits = int(store.get_meta("n_splits") or 0)
-        groups = by_candidate(rows, store.get_meta("candidates"))
-        warnings = results_warnings(store.get_meta(META_KEY))
+    with open_folder(path) as (read, store):
+        folder, scoring = read.folder, read.primary_scoring
         info = read_best_model_info(folder)
         if info is not None and not _refit_done(store, info):
             info = None  # written, but the refit was not recorded done (a crash in between)
-    columns = cv_results(groups, scoring, n_splits, train)
+    columns = read.cv_results()
     masked = param_arrays(columns["params"])
     layout: dict[str, Any] = {}
     for key, value in columns.items():
@@ -214,7 +208,7 @@ def load_search(path: str | Path) -> SearchResults:
             layout[key] = value
     progress = {k: v for k, v in columns.items() if k.startswith(_PROGRESS)}
     splits = sum(1 for k in layout if k.startswith("split") and k.endswith(f"_test_{scorer_keys(scoring)[0][1]}"))
-    return SearchResults(folder, layout, progress, scoring, _refit_setting(folder), splits, warnings, info)
+    return SearchResults(folder, layout, progress, scoring, _refit_setting(folder), splits, read.warnings, info)
 
 
 def _refit_done(store: ResultStore, info: BestModelInfo) -> bool:

@@ -257,3 +257,20 @@ def test_candidate_attempts_are_the_other_tasks_of_the_same_candidate_with_their
         assert [(a.task_id, a.fold) for a in store.candidate_attempts("r0")] == [("t00", 0), ("t00", 0)]
         assert [(a.task_id, a.outcome) for a in store.candidate_attempts("t11")] == [("t10", "oom")]
         assert store.attempts_of("t00")[0].fold is None  # only the candidate query joins the fold
+
+
+def test_a_snapshot_reads_one_moment_while_a_run_commits(tmp_path):
+    with ResultStore.open(tmp_path, create=True) as writer:
+        writer.add_tasks(TASKS)
+        writer.set_meta(n_splits=2)
+        with ResultStore.open(tmp_path, readonly=True) as reader:
+            with reader.snapshot():
+                before = [r.status for r in reader.fold_rows()]
+                writer.mark_running("t00", 8, 1)
+                writer.record(done("t00"), FoldStatus.DONE)
+                writer.set_meta(n_splits=3)
+                # the commits above landed, but not for this read
+                assert [r.status for r in reader.fold_rows()] == before == [FoldStatus.PENDING] * 4
+                assert reader.get_meta("n_splits") == 2
+            assert reader.fold_rows()[0].status is FoldStatus.DONE  # after it, the store as it is now
+            assert reader.get_meta("n_splits") == 3

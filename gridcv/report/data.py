@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gridcv.cv_results import by_candidate, cv_results, scorer_keys
-from gridcv.folders import EXPERIMENT_COPY, results_folder
-from gridcv.monitoring import META_KEY, results_warnings
+from gridcv.cv_results import scorer_keys
+from gridcv.folders import EXPERIMENT_COPY
 from gridcv.plan import content_id
-from gridcv.store import AttemptRow, FoldRow, FoldStatus, LockHolder, ResultStore, RunLock
+from gridcv.reading import open_folder
+from gridcv.store import AttemptRow, FoldRow, FoldStatus, LockHolder, RunLock
 
 
 @dataclass(frozen=True)
@@ -131,20 +131,15 @@ def gather(path: str | Path) -> ReportData:
     Raises:
         ResultsError: There are no results at ``path``.
     """
-    folder = results_folder(path)
-    with ResultStore.open(folder, readonly=True) as store:
-        rows = store.fold_rows()
+    with open_folder(path) as (read, store):
         refits = store.refit_rows()
         attempts = store.attempt_rows()
-        meta = {k: store.get_meta(k) for k in ("name", "scoring", "return_train_score", "candidates", "n_splits")}
-        meta.update({k: store.get_meta(k) for k in ("experiment_file", "fingerprint", "versions", "split_sizes")})
-        warnings = results_warnings(store.get_meta(META_KEY))
+        meta = {k: store.get_meta(k) for k in ("name", "experiment_file", "fingerprint", "versions", "split_sizes")}
+    folder, scoring = read.folder, read.primary_scoring
     experiment = _experiment_copy(folder)
-    scoring = meta["scoring"] or "score"
-    groups = by_candidate(rows, meta["candidates"])
-    current = [r for g in groups for r in g]
+    current = [r for g in read.groups() for r in g]
     tasks = {r.task_id for r in current} | {r.task_id for r in refits}
-    results = cv_results(groups, scoring, int(meta["n_splits"] or 0), bool(meta["return_train_score"]))
+    results = read.cv_results()
     names = [name for name, _ in scorer_keys(scoring)]
     refit = experiment.get("refit")
     return ReportData(
@@ -163,7 +158,7 @@ def gather(path: str | Path) -> ReportData:
         results=results,
         split_sizes=_split_sizes(meta["split_sizes"], current, experiment),
         holder=RunLock(folder).holder(),
-        warnings=warnings,
+        warnings=read.warnings,
         read_at=time.time(),
     )
 

@@ -132,6 +132,19 @@ class ResultStore:
                 raise
             self._conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[ResultStore]:
+        """Reads inside the block see one committed state of the store, whatever a run commits
+        meanwhile (one read transaction; SQLite's WAL keeps that state for it)."""
+        with self._guard("reading it"):
+            self._conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self._conn.in_transaction:
+                with self._guard("reading it"):
+                    self._conn.execute("COMMIT")
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._guard("reading it"):
             return self._conn.execute(sql, params).fetchall()
