@@ -68,9 +68,7 @@ def cv_results(
         return lambda r: pick(r, name) if r.status is FoldStatus.DONE else None
 
     for key in ("fit_time", "score_time"):
-        m = matrix(finished(key))
-        cols[f"mean_{key}"] = m.mean(axis=1)
-        cols[f"std_{key}"] = m.std(axis=1)
+        cols[f"mean_{key}"], cols[f"std_{key}"] = _mean_std(matrix(finished(key)))
     params = [g[0].params for g in groups]
     for name in param_names(params):
         cols[f"param_{name}"] = [p.get(name) for p in params]
@@ -121,9 +119,17 @@ def param_arrays(params: Sequence[dict[str, Any]]) -> dict[str, np.ma.MaskedArra
 
 def _score_columns(m: np.ndarray, part: str, suffix: str) -> dict[str, np.ndarray]:
     cols = {f"split{k}_{part}_{suffix}": m[:, k] for k in range(m.shape[1])}
-    cols[f"mean_{part}_{suffix}"] = m.mean(axis=1)
-    cols[f"std_{part}_{suffix}"] = m.std(axis=1)
+    cols[f"mean_{part}_{suffix}"], cols[f"std_{part}_{suffix}"] = _mean_std(m)
     return cols
+
+
+def _mean_std(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and standard deviation: NaN where a fold is NaN (as scikit-learn's would be),
+    and NaN without numpy's "mean of empty slice" warning in a folder read before its plan was
+    stored (no splits yet)."""
+    if m.shape[1] == 0:
+        return np.full(m.shape[0], np.nan), np.full(m.shape[0], np.nan)
+    return m.mean(axis=1), m.std(axis=1)
 
 
 def train_score(row: FoldRow, name: str) -> float | None:

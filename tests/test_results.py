@@ -126,6 +126,15 @@ def test_mid_run_results_have_nan_for_unfinished_folds(tmp_path):
     assert folds["test_accuracy"].iloc[0] == 0.8
 
 
+@pytest.mark.filterwarnings("error")  # numpy's "mean of empty slice" included
+def test_a_folder_read_before_its_plan_is_stored_is_empty_and_quiet(tmp_path):
+    ResultStore.open(tmp_path, create=True).close()  # what a reader can meet in a run's first instant
+    results = gridcv.load_results(tmp_path)
+    assert len(results) == 0
+    assert list(results.columns[:4]) == ["mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"]
+    assert len(gridcv.load_folds(tmp_path)) == 0
+
+
 def test_failed_candidate_ranks_last_and_keeps_its_error(make_experiment):
     path = make_experiment(grid={"explode": ["no", "yes"]})
     gridcv.run_experiment(path)
