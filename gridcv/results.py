@@ -91,7 +91,7 @@ def load_folds(path: str | Path) -> pd.DataFrame:
         ``n_fit_samples`` and ``n_monitored_samples`` (samples trained on and monitored
         by callbacks), ``monitored`` (``train_split``, ``test_fold`` or None: what
         callbacks monitored), ``notes`` (what the worker told of the fold's last attempt:
-        a damaged checkpoint passed over, a callback a resume resets), and ``best_<metric>``
+        an unusable checkpoint passed over, a callback a resume resets), and ``best_<metric>``
         per Keras metric of the history (``best_val_loss``, ...). ``attrs["warnings"]`` as
         in :func:`load_results`.
     """

@@ -115,7 +115,7 @@ def test_a_damaged_checkpoint_and_a_stateless_callback_are_said_once(uncompiled_
     newest.write_bytes(newest.read_bytes()[:100])
     messages = Messages()
     gridcv.run_experiment(path, reporter=messages)
-    note = f"damaged checkpoint passed over: {newest} (File is not a zip file); resumed from epoch 1"
+    note = f"unusable checkpoint passed over: {newest} (File is not a zip file); resumed from epoch 1"
     assert messages.lines == [
         "checking the model builder builder.py:build ...",
         f"candidate 1 fold 1 (units=4): {note}",

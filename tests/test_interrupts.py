@@ -187,6 +187,29 @@ def test_checkpoint_for_another_model_is_not_restored(tmp_path, caplog):
     assert "it was written for a different model or optimizer" in caplog.text
 
 
+def test_a_feed_that_cannot_enter_an_epoch_passes_over_a_checkpoint_written_inside_one(tmp_path):
+    import keras
+
+    from gridcv.training.checkpointing import restore_training_state, training_variables, variables_signature
+    from gridcv.training.fold import resume_notes
+
+    model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    variables = training_variables(model)
+    saved = [np.full(v.shape, 0.5, dtype=v.dtype) for v in variables]
+    save_checkpoint(tmp_path, TrainingState(epoch=2), saved, variables_signature(variables))
+    save_checkpoint(tmp_path, TrainingState(epoch=2, batch=3), saved, variables_signature(variables))
+    skipped: list[str] = []
+    restored = restore_training_state(model, tmp_path, None, skipped)  # None: a user's feed, no batch index
+    assert restored.state.position == (2, 0)
+    assert skipped == [
+        f"{tmp_path / 'epoch-00002-batch-0000003.npz'} (it was written inside an epoch, and this feed resumes "
+        "at an epoch's start only)"
+    ]
+    assert resume_notes(skipped, 2, 0, []) == (f"unusable checkpoint passed over: {skipped[0]}; resumed from epoch 2",)
+
+
 def test_only_the_two_newest_checkpoints_are_kept(tmp_path):
     for epoch in range(1, 6):
         save_checkpoint(tmp_path, TrainingState(epoch=epoch), [np.zeros(1, np.float32)], [[[1], "float32"]])
@@ -213,7 +236,7 @@ def test_a_run_with_a_corrupted_checkpoint_still_finishes(make_experiment):
     assert gridcv.load_attempts(path)["resumed_from_epoch"].tolist()[1] == 0
     why = "File is not a zip file"
     note = (
-        f"damaged checkpoint passed over: {checkpoints[0]} ({why}); {checkpoints[1]} ({why}); "
+        f"unusable checkpoint passed over: {checkpoints[0]} ({why}); {checkpoints[1]} ({why}); "
         "started again from epoch 0"
     )
     assert folds["notes"].iloc[0] == note and np.isnan(folds["notes"].iloc[1])  # in the fold's row...

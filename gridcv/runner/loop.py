@@ -162,7 +162,7 @@ class TaskLoop:
         return None
 
     def _tell(self, task: FoldTask, notes: Iterable[str]) -> None:
-        """Shows each note of a worker once per run (a damaged checkpoint passed over, a stateless callback)."""
+        """Shows each note of a worker once per run (an unusable checkpoint passed over, a stateless callback)."""
         for note in notes:
             if note not in self.run.told:
                 self.run.told.add(note)

@@ -38,7 +38,7 @@ from gridcv.training.user_data import UserFeed, UserPipelines, fit_user_feed
 @dataclass
 class PreparedFold:
     """A fold ready to train: its data, its model (restored from the newest checkpoint), what the
-    model's outputs mean, callbacks, and notes for the user (a damaged checkpoint passed over, a
+    model's outputs mean, callbacks, and notes for the user (an unusable checkpoint passed over, a
     callback whose state a resume loses). With ``data: kind: python``, ``pipelines`` is the user's
     factory, which makes ``train`` and ``monitor`` and the batches scored."""
 
@@ -159,12 +159,13 @@ def prepare(job: FoldJob, phases: Phases | None = None) -> PreparedFold:
 
 
 def resume_notes(skipped: list[str], epoch: int, batch: int, stateless: list[str]) -> tuple[str, ...]:
-    """What the user must hear of this attempt: damaged checkpoints passed over, callbacks a resume resets."""
+    """What the user must hear of this attempt: checkpoints passed over (damaged, or refused as written
+    inside an epoch a feed cannot enter, or for other metrics), callbacks a resume resets."""
     notes = []
     if skipped:
         within = f", batch {batch}" if batch else ""
         resumed = f"resumed from epoch {epoch}{within}" if epoch or batch else "started again from epoch 0"
-        notes.append(f"damaged checkpoint passed over: {'; '.join(skipped)}; {resumed}")
+        notes.append(f"unusable checkpoint passed over: {'; '.join(skipped)}; {resumed}")
     if stateless:
         notes.append(
             f"callback {', '.join(stateless)} has no get_state()/set_state(): what it keeps between epochs is lost "
