@@ -139,7 +139,7 @@ def fold_table(folder: Path) -> dict[str, tuple[str, dict, dict]]:
         return {r.task_id: (r.status.value, r.scores, r.history) for r in store.fold_rows()}
 
 
-def test_scores_do_not_depend_on_the_slots_and_a_resume_may_change_them(make_experiment, tmp_path):
+def test_scores_do_not_depend_on_the_slot_count_nor_on_a_kill_and_a_resume_with_another(make_experiment, tmp_path):
     """Deterministic: 1 slot, then 2 slots killed mid-run (runner and workers) and resumed with 1,
     give the same table bit for bit."""
     config = {"deterministic": True, "fit": {"epochs": 3, "batch_size": 16}, "grid": {"units": [4, 8, 16]}}
