@@ -41,28 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from common import N_SPLITS, proportional_memory, write_digits_experiment
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-N_SPLITS = 5
-
-BUILDER = """
-import keras
-
-def build(params, input_shape, n_classes):
-    model = keras.Sequential([
-        keras.Input(shape=input_shape),
-        keras.layers.Conv2D(params["filters"], 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(n_classes, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss="sparse_categorical_crossentropy")
-    return model
-"""
-
 # Loops (a) and (b): one fold as gridcv's worker runs it (gridcv/training/fold.py), minus its safety.
 LOOP = r"""
 import gc, json, sys, time
@@ -102,56 +84,6 @@ for i, task in enumerate(plan.tasks, 1):
         gc.collect()
     print(json.dumps({"folds": i, "t": time.time(), "accuracy": accuracy}), flush=True)
 """
-
-
-def write_experiment(folder: Path, folds: int, epochs: int) -> Path:
-    """Digits as .npy, the builder, and an experiment with ``folds`` fold tasks."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    np.save(folder / "data" / "x.npy", (digits.images / 16.0).astype(np.float32)[..., None])
-    np.save(folder / "data" / "y.npy", digits.target.astype(np.int64))
-    (folder / "builder.py").write_text(BUILDER)
-    candidates = math.ceil(folds / N_SPLITS)
-    config = {
-        "name": "memory-benchmark",
-        "data": {"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"},
-        "model": "builder.py:build",
-        "fit": {"epochs": epochs, "batch_size": 32},
-        "grid": {"filters": list(range(4, 4 + candidates)), "learning_rate": [0.003]},
-        "cv": {"splitter": "StratifiedKFold", "n_splits": N_SPLITS, "shuffle": True, "random_state": 0},
-        "scoring": "accuracy",
-    }
-    path = folder / "experiment.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def proportional_memory(pid: int) -> int | None:
-    """Anonymous + shared memory of a process and its descendants, each page divided among the
-    processes that map it (``Pss_Anon`` + ``Pss_Shmem`` of ``/proc/<pid>/smaps_rollup``), in bytes.
-
-    Summing resident sizes would count twice what forked workers share copy-on-write with the
-    fork server that imported TensorFlow for them; proportional sizes add up to what is held.
-    None once the process is gone.
-    """
-    import psutil
-
-    def own(p: int) -> int:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:])
-        return sum(int(fields.get(k, "0 kB").split()[0]) * 1024 for k in ("Pss_Anon", "Pss_Shmem"))
-
-    try:
-        total = own(pid)
-        for child in psutil.Process(pid).children(recursive=True):
-            try:
-                total += own(child.pid)
-            except (OSError, psutil.Error):
-                pass  # it ended between the listing and the read
-        return total
-    except (OSError, psutil.Error):
-        return None
 
 
 def sampled(command: list[str], interval: float) -> dict[str, Any]:
@@ -269,7 +201,7 @@ def main() -> int:
     if not 0 < args.interval <= 0.25:
         parser.error("--interval must be in (0, 0.25]: a coarser timer misses the peak")
     folder = Path(tempfile.mkdtemp(prefix="gridcv-memory-"))
-    experiment = write_experiment(folder, args.folds, args.epochs)
+    experiment = write_digits_experiment(folder, "memory-benchmark", args.folds, args.epochs)
     every = min(args.every, args.folds)
     runs = {
         "(a) loop": run_loop(folder, experiment, "plain", args.feed, args.interval),

@@ -33,25 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
-
-N_SPLITS = 5
-BUILDER = """
-import keras
-
-def build(params, input_shape, n_classes):
-    model = keras.Sequential([
-        keras.Input(shape=input_shape),
-        keras.layers.Conv2D(params["filters"], 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(n_classes, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss="sparse_categorical_crossentropy")
-    return model
-"""
+from common import N_SPLITS, write_digits_experiment
 
 LOOP = r"""
 import json, sys, time
@@ -97,30 +79,6 @@ PHASES = [
     ("checkpoints", "writing the epoch's checkpoint"),
     ("release", "clear_session and gc.collect"),
 ]
-
-
-def write_experiment(folder: Path, folds: int, epochs: int, batch_size: int) -> Path:
-    """Digits as .npy, the builder, and an experiment of ``folds`` fold tasks."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    np.save(folder / "data" / "x.npy", (digits.images / 16.0).astype(np.float32)[..., None])
-    np.save(folder / "data" / "y.npy", digits.target.astype(np.int64))
-    (folder / "builder.py").write_text(BUILDER)
-    candidates = math.ceil(folds / N_SPLITS)
-    config = {
-        "name": "overhead-benchmark",
-        "data": {"kind": "arrays", "x": "data/x.npy", "y": "data/y.npy"},
-        "model": "builder.py:build",
-        "fit": {"epochs": epochs, "batch_size": batch_size},
-        "grid": {"filters": list(range(4, 4 + candidates)), "learning_rate": [0.003]},
-        "cv": {"splitter": "StratifiedKFold", "n_splits": N_SPLITS, "shuffle": True, "random_state": 0},
-        "scoring": "accuracy",
-    }
-    path = folder / "experiment.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def run_loop(folder: Path, experiment: Path) -> dict[str, Any]:
@@ -187,7 +145,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="gridcv-overhead-"))
-    experiment = write_experiment(folder, args.folds, args.epochs, args.batch_size)
+    experiment = write_digits_experiment(folder, "overhead-benchmark", args.folds, args.epochs, args.batch_size)
     loop = run_loop(folder, experiment)
     grid = run_gridcv(experiment, folder / "results")
     print(

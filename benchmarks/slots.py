@@ -11,13 +11,15 @@ inter-op threads and for tf.data.
 Folds per hour are counted over the folds' own span (the first attempt's start to the last
 one's end, from the attempts table): start-up (the builder check, the first worker's import
 of TensorFlow) is the same for every slot count and is shown apart. Peak memory is the largest
-resident memory (anonymous + shared) of the whole run, runner and workers, sampled every
-0.2 s.
+memory of the whole run, runner, fork server and workers, sampled every 0.2 s: anonymous and
+shared pages, each divided among the processes that map it, so the TensorFlow that forked
+workers share with the fork server counts once (as in ``benchmarks/memory.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -25,13 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memory import write_experiment
+from common import proportional_memory, write_digits_experiment
 
 HERE = Path(__file__).resolve().parent
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and its children in a thread; keeps the peak."""
+    """Samples the memory of this process and its children in a thread (:func:`proportional_memory`);
+    keeps the peak."""
 
     def __init__(self, every: float = 0.2) -> None:
         self.every, self.peak = every, 0
@@ -47,12 +50,8 @@ class PeakMemory:
         self._thread.join()
 
     def _sample(self) -> None:
-        import os
-
-        from gridcv.execution.memory import rss_of
-
         while not self._stop.wait(self.every):
-            self.peak = max(self.peak, rss_of(os.getpid()) or 0)
+            self.peak = max(self.peak, proportional_memory(os.getpid()) or 0)
 
 
 def run_slots(experiment: Path, output: Path, slots: int) -> dict[str, Any]:
@@ -84,7 +83,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="runs per slot count, in turns (1 2 2 1 ...)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="gridcv-slots-"))
-    experiment = write_experiment(folder, args.folds, args.epochs)
+    experiment = write_digits_experiment(folder, "slots-benchmark", args.folds, args.epochs)
     order = [s for i in range(args.rounds) for s in ([1, 2] if i % 2 == 0 else [2, 1])]
     runs = [run_slots(experiment, folder / f"run-{i}-slots-{s}", s) for i, s in enumerate(order)]
     print(f"{args.folds} folds, {args.epochs} epochs each, a small CNN on digits; {folder}\n")
