@@ -1,7 +1,13 @@
-"""Reading a process's memory: peak and current resident set size.
+"""Reading a process's memory: peak and current resident set size, and what it really holds.
 
 Linux's ``/proc`` gives a per-fold peak (``VmHWM``, resettable through
 ``clear_refs``); psutil reads other processes' memory portably.
+
+A worker forked from the fork server shares the server's TensorFlow (a few hundred MB) copy on
+write, and its resident size counts all of it. The memory guard therefore reads resident sizes
+(microseconds) at every sample, and only when they exceed ``max_worker_memory`` reads the
+proportional sizes (``/proc/<pid>/smaps_rollup``, milliseconds: the kernel walks every mapping),
+which divide each shared page among the processes that map it.
 """
 
 from __future__ import annotations
@@ -63,6 +69,42 @@ def rss_of(pid: int) -> int | None:
         return total
     except psutil.Error:
         return None
+
+
+def _proportional(pid: int) -> int:
+    """Anonymous + shared memory of one process, each page divided among the processes mapping it."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        if key in ("Pss_Anon", "Pss_Shmem"):
+            fields[key] = int(value.split()[0]) * 1024
+    if len(fields) != 2:
+        raise ValueError(f"no Pss_Anon/Pss_Shmem in /proc/{pid}/smaps_rollup")  # a kernel before 5.7
+    return fields["Pss_Anon"] + fields["Pss_Shmem"]
+
+
+def memory_over(pid: int, limit: int) -> int | None:
+    """What a process and its children hold when it is above ``limit`` bytes, else None (also if gone).
+
+    Resident sizes (:func:`rss_of`) first: they are cheap and never below what is held, so under
+    the limit they settle it. Above it, proportional sizes decide, so that pages a forked worker
+    shares with the fork server count once among them; where the kernel cannot tell them
+    (no ``smaps_rollup``), resident sizes do.
+    """
+    rss = rss_of(pid)
+    if rss is None or rss <= limit:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        held = _proportional(pid)
+        for child in proc.children(recursive=True):
+            try:
+                held += _proportional(child.pid)
+            except (OSError, psutil.Error):
+                pass  # it ended between the listing and the read
+    except (OSError, ValueError, psutil.Error):
+        return rss if psutil.pid_exists(pid) else None
+    return held if held > limit else None
 
 
 def format_bytes(n: int | float | None) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 
 from gridcv.config.schema import ExecutionSpec
 from gridcv.errors import WorkerStartError
-from gridcv.execution.memory import format_bytes, rss_of
+from gridcv.execution.memory import format_bytes, memory_over, rss_of
 from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Placement, Progress
 from gridcv.execution.placement import WorkerSetup, cpu_slots, host_name
 from gridcv.execution.worker import PRELOAD, STOP_SIGNAL, read_check_reply
@@ -116,6 +116,10 @@ class _Worker:
 
     def rss(self) -> int | None:
         return rss_of(self.pid)
+
+    def memory_over(self, limit: int) -> int | None:
+        """What the worker holds when above ``limit`` (see :func:`gridcv.execution.memory.memory_over`)."""
+        return memory_over(self.pid, limit)
 
     def receive(self, timeout: float | None) -> tuple[str, Any]:
         """The worker's next message; ``("dead", None)`` if it died, ``("timeout", None)`` after ``timeout``."""
@@ -267,12 +271,12 @@ class WorkerSlot:
         if rss is None:
             return None
         self.peak = max(self.peak, rss)
-        if self.limit is None or rss <= self.limit:
+        if self.limit is None or (held := self.worker.memory_over(self.limit)) is None:
             return None
         self.worker.process.kill()
         self.worker.process.join()
         why = (
-            f"the worker reached {format_bytes(rss)}, above max_worker_memory ({format_bytes(self.limit)}); "
+            f"the worker reached {format_bytes(held)}, above max_worker_memory ({format_bytes(self.limit)}); "
             "it was stopped by gridcv's memory guard"
         )
         return self._lost(OutcomeKind.OOM, why)
@@ -281,8 +285,7 @@ class WorkerSlot:
         assert self.worker is not None
         worker = self.worker
         outcome = replace(outcome, peak_rss=max(outcome.peak_rss or 0, self.peak) or None)
-        rss = worker.rss() or 0
-        too_big = self.limit is not None and rss > self.limit
+        too_big = self.limit is not None and worker.memory_over(self.limit) is not None
         too_old = self.execution.folds_per_worker is not None and worker.folds >= self.execution.folds_per_worker
         if too_big or too_old:
             worker.stop()
