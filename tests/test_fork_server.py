@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gridcv.execution.processes import worker_context
+from gridcv.execution.worker_process import worker_context
 from gridcv.training.forking import ForkState, fork_state
 
 

@@ -21,7 +21,8 @@ import gridcv
 from gridcv.config import ExecutionSpec
 from gridcv.execution.messages import FoldOutcome, OutcomeKind
 from gridcv.execution.placement import WorkerSetup
-from gridcv.execution.processes import WorkerSlot, _Worker
+from gridcv.execution.processes import WorkerSlot
+from gridcv.execution.worker_process import WorkerProcess
 from gridcv.store import FoldStatus
 
 pytestmark = pytest.mark.slow
@@ -284,10 +285,10 @@ def hold_memory(conn, mib: int) -> None:
     del held
 
 
-def stand_in_worker(worker_id: str, mib: int) -> _Worker:
-    """A _Worker (its real rss() and stop()) whose process holds ``mib`` MiB instead of running folds."""
+def stand_in_worker(worker_id: str, mib: int) -> WorkerProcess:
+    """A WorkerProcess (its real rss() and stop()) whose process holds ``mib`` MiB instead of running folds."""
     ctx = multiprocessing.get_context("spawn")
-    worker = _Worker.__new__(_Worker)
+    worker = WorkerProcess.__new__(WorkerProcess)
     worker.id, worker.folds, worker.ready, worker.log_path, worker.received = worker_id, 1, True, None, {}
     worker.conn, child = ctx.Pipe()
     worker.process = ctx.Process(target=hold_memory, args=(child, mib), daemon=True)

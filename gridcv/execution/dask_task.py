@@ -43,7 +43,8 @@ from gridcv.config.schema import ExecutionSpec
 from gridcv.errors import WorkerStartError
 from gridcv.execution.messages import DataRef, EpochEnded, Finished, FoldJob, FoldOutcome, OutcomeKind, Progress
 from gridcv.execution.placement import CPU, WorkerSetup, thread_share, visible_gpus
-from gridcv.execution.processes import POLL_SECONDS, WorkerSlot, start_worker
+from gridcv.execution.processes import WorkerSlot
+from gridcv.execution.worker_process import POLL_SECONDS, start_worker
 
 DAEMON_PROBLEM = "daemonic"
 STOP_CHECK_SECONDS = 1.0

@@ -1,4 +1,5 @@
-"""Worker processes: the only module that starts and stops them.
+"""Slots that train folds in worker processes: with :mod:`~gridcv.execution.worker_process` (one
+process: its start, pipe and end), the only code that starts and stops them.
 
 :class:`ProcessExecutor` has slots; each trains one fold at a time in a
 worker process that it replaces when it dies, after
@@ -20,7 +21,6 @@ the same kind of worker process on a cluster.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import tempfile
@@ -28,133 +28,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from gridcv.config.schema import ExecutionSpec
-from gridcv.errors import WorkerStartError
-from gridcv.execution.memory import format_bytes, memory_over, rss_of
+from gridcv.execution.memory import format_bytes
 from gridcv.execution.messages import Event, Finished, FoldJob, FoldOutcome, OutcomeKind, Placement, Progress
 from gridcv.execution.placement import WorkerSetup, cpu_slots, host_name
-from gridcv.execution.worker import PRELOAD, STOP_SIGNAL, read_check_reply
-
-POLL_SECONDS = 0.2
-
-
-def worker_context(method: str = "forkserver") -> Any:
-    """How workers are started: by default forked from a server that imported TensorFlow once (see
-    :mod:`gridcv.training.preload`, and :mod:`gridcv.training.forking` for why that fork is safe), so
-    replacing a worker costs a fork, not an import; ``"spawn"`` when that server cannot start.
-
-    Not forked from the runner: it holds threads and, after a worker died, would copy nothing
-    useful; not spawned by default: each would import TensorFlow again (seconds of CPU taken from
-    training).
-    """
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(list(PRELOAD))
-    return ctx
-
-
-class _Worker:
-    """One live worker process and the pipe to it."""
-
-    def __init__(
-        self, worker_id: str, deterministic: bool, log_path: Path | None, setup: WorkerSetup, method: str
-    ) -> None:
-        """Starts the worker (``method``: see :func:`worker_context`) set up by ``setup``.
-
-        Raises:
-            OSError, EOFError: The fork server died before it forked the worker.
-        """
-        from gridcv.execution.worker import worker_main
-
-        ctx = worker_context(method)
-        self.id = worker_id
-        self.conn, child = ctx.Pipe()
-        log = None if log_path is None else str(log_path)
-        self.process: BaseProcess = ctx.Process(
-            target=worker_main,
-            args=(child, os.getpid(), worker_id, deterministic, log, setup, dict(os.environ)),
-            name=f"gridcv-{worker_id}",
-            daemon=True,
-        )
-        try:
-            self.process.start()
-        finally:
-            child.close()
-        self.folds = 0
-        self.ready = False
-        self.received: dict[str, Any] = {}  # what the worker says it was set up with (device, environment)
-        self.log_path = log_path
-
-    def wait_ready(self) -> None:
-        """Waits until the worker has imported TensorFlow and asks for work."""
-        if self.ready:
-            return
-        tag, received = self.receive(timeout=None)
-        if tag != "ready":
-            raise self.start_error()
-        self.ready, self.received = True, received
-
-    def start_error(self) -> WorkerStartError:
-        """The error of a worker that died before it was ready."""
-        where = f"; see {self.log_path}" if self.log_path else ""
-        return WorkerStartError(
-            f"a gridcv worker process could not start (exit code {self.process.exitcode}){where}. Check that "
-            "TensorFlow imports in this environment: python -c 'import tensorflow'."
-        )
-
-    @property
-    def pid(self) -> int:
-        assert self.process.pid is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def rss(self) -> int | None:
-        return rss_of(self.pid)
-
-    def memory_over(self, limit: int) -> int | None:
-        """What the worker holds when above ``limit`` (see :func:`gridcv.execution.memory.memory_over`)."""
-        return memory_over(self.pid, limit)
-
-    def receive(self, timeout: float | None) -> tuple[str, Any]:
-        """The worker's next message; ``("dead", None)`` if it died, ``("timeout", None)`` after ``timeout``."""
-        while True:
-            if self.conn.poll(POLL_SECONDS if timeout is None else timeout):
-                try:
-                    message: tuple[str, Any] = self.conn.recv()
-                except EOFError:
-                    return ("dead", None)
-                return message
-            if not self.process.is_alive():
-                return ("dead", None)
-            if timeout is not None:
-                return ("timeout", None)
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.process.is_alive():
-            try:
-                self.conn.send(("stop", None))
-            except (OSError, BrokenPipeError):
-                pass
-            self.process.join(grace)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
-
-
-def start_worker(worker_id: str, deterministic: bool, log_path: Path | None, setup: WorkerSetup) -> _Worker:
-    """Starts a spawned worker process set up by ``setup`` (its device, its threads).
-
-    For a Dask task: spawned, not forked from a fork server, which would be one more process per
-    Dask worker that Dask's nanny does not know of and does not stop.
-    """
-    return _Worker(worker_id, deterministic, log_path, setup, "spawn")
+from gridcv.execution.worker import STOP_SIGNAL, read_check_reply
+from gridcv.execution.worker_process import POLL_SECONDS, WorkerProcess, death_of
 
 
 class WorkerSlot:
@@ -167,19 +49,21 @@ class WorkerSlot:
         setup: The slot's device and threads (recorded with outcomes of workers that died).
     """
 
-    def __init__(self, index: int, spawn: Callable[[], _Worker], execution: ExecutionSpec, setup: WorkerSetup) -> None:
+    def __init__(
+        self, index: int, spawn: Callable[[], WorkerProcess], execution: ExecutionSpec, setup: WorkerSetup
+    ) -> None:
         self.index = index
         self.spawn = spawn
         self.execution = execution
         self.setup = setup
         self.limit = int(execution.max_worker_memory) if execution.max_worker_memory else None
-        self.worker: _Worker | None = None
-        self.standby: _Worker | None = None  # warmed up while the current worker runs its last fold
+        self.worker: WorkerProcess | None = None
+        self.standby: WorkerProcess | None = None  # warmed up while the current worker runs its last fold
         self.job: FoldJob | None = None
         self.peak = 0
         self.stopping = False  # a stop was asked for before the worker could take the signal
 
-    def ensure_worker(self, wait: bool = True) -> _Worker:
+    def ensure_worker(self, wait: bool = True) -> WorkerProcess:
         """The slot's live worker: the current one, the warm successor, or a new one.
 
         With ``wait=False`` it may still be importing TensorFlow; :meth:`receive`
@@ -296,7 +180,7 @@ class WorkerSlot:
     def _died(self) -> Finished:
         assert self.worker is not None
         self.worker.process.join(5)
-        return self._lost(OutcomeKind.KILLED, _death(self.worker))
+        return self._lost(OutcomeKind.KILLED, death_of(self.worker))
 
     def _lost(self, kind: OutcomeKind, why: str) -> Finished:
         assert self.worker is not None and self.job is not None
@@ -325,15 +209,6 @@ class WorkerSlot:
             if worker is not None:
                 worker.stop()
         self.worker = self.standby = self.job = None
-
-
-def _death(worker: _Worker) -> str:
-    code = worker.process.exitcode
-    if code is not None and code < 0:
-        name = signal.Signals(-code).name
-        why = " (most likely the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
-        return f"the worker was killed by {name}{why}"
-    return f"the worker exited with code {code}"
 
 
 class ProcessExecutor:
@@ -394,20 +269,20 @@ class ProcessExecutor:
                 worker.conn.send(("log", str(self._log_path(worker.id))))
                 worker.receive(timeout=None)
 
-    def _spawner(self, setup: WorkerSetup) -> Callable[[], _Worker]:
-        def spawn() -> _Worker:
+    def _spawner(self, setup: WorkerSetup) -> Callable[[], WorkerProcess]:
+        def spawn() -> WorkerProcess:
             self._started += 1
             worker_id = f"w{self._started}"
             log_path = self._log_path(worker_id)
             try:
-                return _Worker(worker_id, self.deterministic, log_path, setup, self.start_method)
+                return WorkerProcess(worker_id, self.deterministic, log_path, setup, self.start_method)
             except (OSError, EOFError):
                 if self.start_method == "spawn":
                     raise
                 # The fork server died (it refused to fork, see gridcv.training.forking, or TensorFlow's
                 # import crashed it): workers are spawned, each importing TensorFlow itself.
                 self.start_method = "spawn"
-                return _Worker(worker_id, self.deterministic, log_path, setup, self.start_method)
+                return WorkerProcess(worker_id, self.deterministic, log_path, setup, self.start_method)
 
         return spawn
 
