@@ -17,7 +17,7 @@ from gridcv.errors import ConfigError
 from gridcv.monitoring import Monitoring
 from gridcv.runner.changes import check_compatible
 from gridcv.store import ResultStore, RunLock
-from gridcv.store.database import holds_results
+from gridcv.store.sqlite import holds_results
 
 
 def execution_spec(experiment: Experiment, overrides: dict[str, Any]) -> ExecutionSpec:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -35,7 +34,7 @@ from gridcv.faults import crash_point
 from gridcv.plan import REFIT_FOLD, FoldTask, canonical_json
 from gridcv.store.failures import store_error
 from gridcv.store.rows import AttemptRow, FoldRow, FoldStatus
-from gridcv.store.sqlite import DB_NAME, SCHEMA_VERSION, connect
+from gridcv.store.sqlite import DB_NAME, SCHEMA_VERSION, connect, has_tables, read_only_disk
 
 
 class ResultStore:
@@ -83,8 +82,8 @@ class ResultStore:
             except OSError as exc:
                 raise store_error(folder, exc, "creating the results folder") from None
         try:
-            conn = connect(db, readonly, untouched or (readonly and _read_only_disk(folder)))
-            if not _has_tables(conn):
+            conn = connect(db, readonly, untouched or (readonly and read_only_disk(folder)))
+            if not has_tables(conn):
                 conn.close()
                 raise ResultsError(
                     f"{folder}: no gridcv results here yet: the run that created {DB_NAME} stopped before it "
@@ -402,30 +401,6 @@ class ResultStore:
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``ok`` when healthy)."""
         return str(self._rows("PRAGMA integrity_check")[0][0])
-
-
-def holds_results(folder: Path) -> bool:
-    """Whether the folder has a results database with something in it (read without touching it)."""
-    db = folder / DB_NAME
-    if not db.is_file():
-        return False
-    try:
-        with contextlib.closing(connect(db, readonly=True, untouched=not Path(f"{db}-wal").exists())) as conn:
-            return _has_tables(conn)
-    except sqlite3.Error:
-        return True  # something is there; opening it properly says what is wrong
-
-
-def _has_tables(conn: sqlite3.Connection) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
-
-
-def _read_only_disk(folder: Path) -> bool:
-    """Whether the folder is on a file system mounted read-only (then no run can be writing it)."""
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
 
 
 def _missing(folder: Path, task_id: str) -> str:

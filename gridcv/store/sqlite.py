@@ -6,6 +6,8 @@ holds the operations.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -104,3 +106,28 @@ def connect(db: Path, readonly: bool, untouched: bool) -> sqlite3.Connection:
         add_missing_columns(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return conn
+
+
+def holds_results(folder: Path) -> bool:
+    """Whether the folder has a results database with something in it (read without touching it)."""
+    db = folder / DB_NAME
+    if not db.is_file():
+        return False
+    try:
+        with contextlib.closing(connect(db, readonly=True, untouched=not Path(f"{db}-wal").exists())) as conn:
+            return has_tables(conn)
+    except sqlite3.Error:
+        return True  # something is there; opening it properly says what is wrong
+
+
+def has_tables(conn: sqlite3.Connection) -> bool:
+    """Whether the database has any table (a run that created the file may have died before the schema)."""
+    return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
+
+
+def read_only_disk(folder: Path) -> bool:
+    """Whether the folder is on a file system mounted read-only (then no run can be writing it)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
