@@ -32,7 +32,8 @@ from gridcv.training.outputs import OutputLayout, output_layout, static_output_s
 from gridcv.training.saving import save_model_atomic
 from gridcv.training.scoring import score_samples
 from gridcv.training.timing import Phases
-from gridcv.training.user_data import UserFeed, UserPipelines, fit_user_feed
+from gridcv.training.user_data import UserPipelines
+from gridcv.training.user_feeds import UserFeed, fit_user_feed
 
 
 @dataclass
