@@ -19,7 +19,8 @@ from PIL import Image
 
 import gridcv
 from gridcv.config import parse_data
-from gridcv.data.cache import open_cached, plan_cache
+from gridcv.data.cache import plan_cache
+from gridcv.data.cached import open_cached
 from gridcv.data.sources import open_source
 from gridcv.errors import DataError
 from gridcv.runner.progress import SilentReporter

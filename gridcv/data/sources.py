@@ -198,7 +198,7 @@ def open_source(
             targets do not fit the task.
     """
     if cache is not None and not isinstance(spec, PythonData):  # kind: python is never cached
-        from gridcv.data.cache import open_cached
+        from gridcv.data.cached import open_cached
 
         cached = open_cached(cache, spec)
         if cached is not None:
