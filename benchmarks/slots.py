@@ -11,9 +11,11 @@ inter-op threads and for tf.data.
 Folds per hour are counted over the folds' own span (the first attempt's start to the last
 one's end, from the attempts table): start-up (the builder check, the first worker's import
 of TensorFlow) is the same for every slot count and is shown apart. Peak memory is the largest
-memory of the whole run, runner, fork server and workers, sampled every 0.2 s: anonymous and
+memory of the whole run, runner, fork server and workers, sampled every 0.5 s: anonymous and
 shared pages, each divided among the processes that map it, so the TensorFlow that forked
-workers share with the fork server counts once (as in ``benchmarks/memory.py``).
+workers share with the fork server counts once (as in ``benchmarks/memory.py``). Each sample
+reads ``smaps_rollup`` of every process (about 5 ms each), from the runner's own process: at
+0.2 s that took a tenth of a core from the folds being timed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class PeakMemory:
     """Samples the memory of this process and its children in a thread (:func:`proportional_memory`);
     keeps the peak."""
 
-    def __init__(self, every: float = 0.2) -> None:
+    def __init__(self, every: float = 0.5) -> None:
         self.every, self.peak = every, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
