@@ -58,7 +58,8 @@ def make_data(folder: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 def cached_source(folder: Path, section: dict[str, Any]) -> tuple[Any, float]:
     """The image folder of ``section`` through gridcv's decoded-image cache, and the seconds its build took."""
     from gridcv.config import parse_data
-    from gridcv.data.cache import build_cache, open_cached, plan_cache
+    from gridcv.data.cache import build_cache, plan_cache
+    from gridcv.data.cached import open_cached
     from gridcv.data.sources import open_source
 
     spec = parse_data({**section, "cache": True})
@@ -125,13 +126,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=8192)
     parser.add_argument("--size", type=int, default=32, help="images are size x size, grayscale")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4, help="2 or more: the first (tracing, warm-up) is not timed")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
     parser.add_argument(
         "--rounds", type=int, default=2, help="every feed is measured once per round; the median is shown"
     )
     args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be 2 or more: the first epoch (tracing, warm-up) is not timed")
 
     from gridcv.config import parse_data
     from gridcv.data.sources import open_source

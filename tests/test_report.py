@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import gridcv
 from gridcv.cli import main
@@ -162,6 +163,7 @@ def test_a_segmentation_run_of_a_single_candidate_renders(tmp_path, make_experim
     assert [r[-2:] for r in leaderboard_rows(html)] == [["complete", "best"]]
 
 
+@pytest.mark.slow  # it times itself: run with the serial tests, not beside another on the same cores
 def test_200_candidates_by_5_folds_take_under_10_seconds_and_5_mb(tmp_path):
     rng = np.random.default_rng(0)
     with fast_folder(tmp_path) as folder:

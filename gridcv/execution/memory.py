@@ -100,7 +100,7 @@ def memory_over(pid: int, limit: int) -> int | None:
         for child in proc.children(recursive=True):
             try:
                 held += _proportional(child.pid)
-            except (OSError, psutil.Error):
+            except (OSError, ValueError, psutil.Error):
                 pass  # it ended between the listing and the read
     except (OSError, ValueError, psutil.Error):
         return rss if psutil.pid_exists(pid) else None

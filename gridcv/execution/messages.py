@@ -205,7 +205,7 @@ class EpochEnded:
         epochs: Epochs the fold trains for.
         logs: Keras's logs of the epoch (loss, metrics, ``val_`` metrics).
         resumed_from: Epochs restored from a checkpoint when this attempt started.
-        notes: What the user must hear of this attempt, once (a damaged checkpoint
+        notes: What the user must hear of this attempt, once (an unusable checkpoint
             passed over, a callback whose state a resume loses).
     """
 

@@ -1,4 +1,5 @@
-"""Opening a results database: the schema, its migrations, and the driver's errors as messages.
+"""Opening a results database: the schema, its migrations, and the driver's errors as messages;
+and what a database file holds before a store is opened on it (:func:`holds_results`).
 
 Part of the store, the only package that talks to SQLite; :mod:`gridcv.store.database`
 holds the operations.
