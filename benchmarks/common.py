@@ -2,7 +2,8 @@
 
 ``memory.py``, ``overhead.py`` and ``slots.py`` train the same small CNN on scikit-learn's
 digits (it ships with scikit-learn: nothing is downloaded), 5-fold stratified CV, one candidate
-per 5 folds asked for; and memory is counted one way everywhere (:func:`proportional_memory`).
+per 5 folds asked for. Memory is counted one way everywhere, the way gridcv's memory guard
+counts it: :func:`gridcv.execution.memory.proportional_of`.
 """
 
 from __future__ import annotations
@@ -54,29 +55,3 @@ def write_digits_experiment(folder: Path, name: str, folds: int, epochs: int, ba
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def proportional_memory(pid: int) -> int | None:
-    """Anonymous + shared memory of a process and its descendants, each page divided among the
-    processes that map it (``Pss_Anon`` + ``Pss_Shmem`` of ``/proc/<pid>/smaps_rollup``), in bytes.
-
-    Summing resident sizes would count twice what forked workers share copy-on-write with the
-    fork server that imported TensorFlow for them; proportional sizes add up to what is held.
-    None once the process is gone.
-    """
-    import psutil
-
-    def own(p: int) -> int:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:])
-        return sum(int(fields.get(k, "0 kB").split()[0]) * 1024 for k in ("Pss_Anon", "Pss_Shmem"))
-
-    try:
-        total = own(pid)
-        for child in psutil.Process(pid).children(recursive=True):
-            try:
-                total += own(child.pid)
-            except (OSError, psutil.Error):
-                pass  # it ended between the listing and the read
-        return total
-    except (OSError, psutil.Error):
-        return None

@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import N_SPLITS, proportional_memory, write_digits_experiment
+from common import N_SPLITS, write_digits_experiment
+
+from gridcv.execution.memory import proportional_of
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -88,7 +90,7 @@ for i, task in enumerate(plan.tasks, 1):
 
 def sampled(command: list[str], interval: float) -> dict[str, Any]:
     """Runs ``command``, sampling the memory of it and its children every ``interval`` seconds
-    (:func:`proportional_memory`).
+    (:func:`~gridcv.execution.memory.proportional_of`).
 
     Returns its stdout, its samples as (time, bytes) and its wall time.
     """
@@ -104,7 +106,7 @@ def sampled(command: list[str], interval: float) -> dict[str, Any]:
 
     def sample() -> None:
         while proc.poll() is None:
-            held = proportional_memory(proc.pid)
+            held = proportional_of(proc.pid)
             if held:
                 samples.append((time.time(), held))
             time.sleep(interval)

@@ -29,14 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import proportional_memory, write_digits_experiment
+from common import write_digits_experiment
+
+from gridcv.execution.memory import proportional_of
 
 HERE = Path(__file__).resolve().parent
 
 
 class PeakMemory:
-    """Samples the memory of this process and its children in a thread (:func:`proportional_memory`);
-    keeps the peak."""
+    """Samples the memory of this process and its children in a thread; keeps the peak
+    (:func:`~gridcv.execution.memory.proportional_of`)."""
 
     def __init__(self, every: float = 0.5) -> None:
         self.every, self.peak = every, 0
@@ -53,7 +55,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.every):
-            self.peak = max(self.peak, proportional_memory(os.getpid()) or 0)
+            self.peak = max(self.peak, proportional_of(os.getpid()) or 0)
 
 
 def run_slots(experiment: Path, output: Path, slots: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sys
 import psutil
 import pytest
 
-from gridcv.execution.memory import memory_over, rss_of
+from gridcv.execution.memory import memory_over, proportional_of, rss_of
 
 MiB = 2**20
 FORKED = """
@@ -50,13 +50,15 @@ def _proportional_sizes() -> bool:
 def test_pages_shared_with_the_parent_count_once_against_the_limit(forked_child):
     rss = rss_of(forked_child)
     assert rss is not None and rss > 256 * MiB  # resident size: every shared page, in full
-    assert memory_over(forked_child, 200 * MiB) is None  # held: half of them (the parent has the rest)
-    held = memory_over(forked_child, 100 * MiB)
+    assert memory_over(forked_child, 200 * MiB, rss) is None  # held: half of them (the parent has the rest)
+    held = memory_over(forked_child, 100 * MiB, rss)
     assert held is not None and 128 * MiB <= held < 200 * MiB
-    assert memory_over(forked_child, rss) is None  # at or under the resident size: never read further
+    assert held == pytest.approx(proportional_of(forked_child), rel=0.05)
+    assert memory_over(forked_child, rss, rss) is None  # at or under the resident size: never read further
 
 
 def test_a_process_that_is_gone_is_over_no_limit():
     done = psutil.Popen([sys.executable, "-c", "pass"])
     done.wait()
-    assert memory_over(done.pid, 0) is None
+    assert rss_of(done.pid) is None and proportional_of(done.pid) is None
+    assert memory_over(done.pid, 0, 1) is None

@@ -12,6 +12,7 @@ which divide each shared page among the processes that map it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -36,7 +37,7 @@ def peak_rss() -> int | None:
     return None
 
 
-def _own_memory(proc: psutil.Process) -> int:
+def _own_memory(pid: int) -> int:
     """Anonymous + shared resident memory: what the process itself holds.
 
     File-backed pages (a memory-mapped data set, shared libraries) are left out
@@ -45,7 +46,7 @@ def _own_memory(proc: psutil.Process) -> int:
     """
     try:
         fields = {}
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in ("RssAnon", "RssShmem"):
                 fields[key] = int(value.split()[0]) * 1024
@@ -53,58 +54,81 @@ def _own_memory(proc: psutil.Process) -> int:
             return fields["RssAnon"] + fields["RssShmem"]
     except (OSError, ValueError):
         pass
-    return int(proc.memory_info().rss)
-
-
-def rss_of(pid: int) -> int | None:
-    """Memory a process and its children hold (anonymous + shared, in bytes), or None if gone."""
-    try:
-        proc = psutil.Process(pid)
-        total = _own_memory(proc)
-        for child in proc.children(recursive=True):
-            try:
-                total += _own_memory(child)
-            except psutil.Error:
-                pass
-        return total
-    except psutil.Error:
-        return None
+    return int(psutil.Process(pid).memory_info().rss)
 
 
 def _proportional(pid: int) -> int:
-    """Anonymous + shared memory of one process, each page divided among the processes mapping it."""
+    """Anonymous + shared memory of one process, each page divided among the processes mapping it.
+
+    Raises:
+        ValueError: The kernel does not tell (no ``smaps_rollup``, or no ``Pss_Anon`` in it: before 5.7).
+        psutil.NoSuchProcess, ProcessLookupError: The process is gone (or a zombie).
+    """
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except FileNotFoundError:
+        if psutil.pid_exists(pid):
+            raise ValueError(f"no /proc/{pid}/smaps_rollup") from None
+        raise psutil.NoSuchProcess(pid) from None
     fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+    for line in text.splitlines()[1:]:
         key, _, value = line.partition(":")
         if key in ("Pss_Anon", "Pss_Shmem"):
             fields[key] = int(value.split()[0]) * 1024
     if len(fields) != 2:
-        raise ValueError(f"no Pss_Anon/Pss_Shmem in /proc/{pid}/smaps_rollup")  # a kernel before 5.7
+        raise ValueError(f"no Pss_Anon/Pss_Shmem in /proc/{pid}/smaps_rollup")
     return fields["Pss_Anon"] + fields["Pss_Shmem"]
 
 
-def memory_over(pid: int, limit: int) -> int | None:
-    """What a process and its children hold when it is above ``limit`` bytes, else None (also if gone).
-
-    Resident sizes (:func:`rss_of`) first: they are cheap and never below what is held, so under
-    the limit they settle it. Above it, proportional sizes decide, so that pages a forked worker
-    shares with the fork server count once among them; where the kernel cannot tell them
-    (no ``smaps_rollup``), resident sizes do.
-    """
-    rss = rss_of(pid)
-    if rss is None or rss <= limit:
-        return None
+def _tree_total(pid: int, own: Callable[[int], int]) -> int | None:
+    """``own`` summed over a process and its descendants (one that ends meanwhile counts 0); None if it is gone."""
     try:
         proc = psutil.Process(pid)
-        held = _proportional(pid)
-        for child in proc.children(recursive=True):
-            try:
-                held += _proportional(child.pid)
-            except (OSError, ValueError, psutil.Error):
-                pass  # it ended between the listing and the read
-    except (OSError, ValueError, psutil.Error):
-        return rss if psutil.pid_exists(pid) else None
-    return held if held > limit else None
+        total = own(pid)
+    except (psutil.Error, ProcessLookupError):
+        return None
+    for child in proc.children(recursive=True):
+        try:
+            total += own(child.pid)
+        except (OSError, ValueError, psutil.Error):
+            pass  # it ended between the listing and the read
+    return total
+
+
+def rss_of(pid: int) -> int | None:
+    """Memory a process and its children hold (anonymous + shared, in bytes), or None if gone."""
+    return _tree_total(pid, _own_memory)
+
+
+def proportional_of(pid: int) -> int | None:
+    """Anonymous + shared memory of a process and its children, each page divided among the processes
+    that map it (``Pss_Anon`` + ``Pss_Shmem``), in bytes; None if gone.
+
+    Summed resident sizes (:func:`rss_of`) count what forked workers share copy-on-write with the
+    fork server once per worker; proportional sizes add up to what is held. The benchmarks measure
+    memory with it too.
+
+    Raises:
+        ValueError: The kernel does not tell proportional sizes (before Linux 5.7).
+    """
+    return _tree_total(pid, _proportional)
+
+
+def memory_over(pid: int, limit: int, rss: int) -> int | None:
+    """What a process and its children hold when it is above ``limit`` bytes, else None (also if gone).
+
+    ``rss`` is their resident total, just read (:func:`rss_of`): it is cheap and never below what
+    is held, so under the limit it settles it. Above it, proportional sizes decide, so that pages a
+    forked worker shares with the fork server count once among them; where the kernel cannot tell
+    them, resident sizes do.
+    """
+    if rss <= limit:
+        return None
+    try:
+        held = proportional_of(pid)
+    except ValueError:
+        return rss
+    return held if held is not None and held > limit else None
 
 
 def format_bytes(n: int | float | None) -> str:

@@ -155,7 +155,7 @@ class WorkerSlot:
         if rss is None:
             return None
         self.peak = max(self.peak, rss)
-        if self.limit is None or (held := self.worker.memory_over(self.limit)) is None:
+        if self.limit is None or (held := self.worker.memory_over(self.limit, rss)) is None:
             return None
         self.worker.process.kill()
         self.worker.process.join()
@@ -169,7 +169,8 @@ class WorkerSlot:
         assert self.worker is not None
         worker = self.worker
         outcome = replace(outcome, peak_rss=max(outcome.peak_rss or 0, self.peak) or None)
-        too_big = self.limit is not None and worker.memory_over(self.limit) is not None
+        rss = worker.rss() or 0
+        too_big = self.limit is not None and worker.memory_over(self.limit, rss) is not None
         too_old = self.execution.folds_per_worker is not None and worker.folds >= self.execution.folds_per_worker
         if too_big or too_old:
             worker.stop()

@@ -98,9 +98,10 @@ class WorkerProcess:
     def rss(self) -> int | None:
         return rss_of(self.pid)
 
-    def memory_over(self, limit: int) -> int | None:
-        """What the worker holds when above ``limit`` (see :func:`gridcv.execution.memory.memory_over`)."""
-        return memory_over(self.pid, limit)
+    def memory_over(self, limit: int, rss: int) -> int | None:
+        """What the worker holds when above ``limit``, given its resident total ``rss`` just read (see
+        :func:`gridcv.execution.memory.memory_over`)."""
+        return memory_over(self.pid, limit, rss)
 
     def receive(self, timeout: float | None) -> tuple[str, Any]:
         """The worker's next message; ``("dead", None)`` if it died, ``("timeout", None)`` after ``timeout``."""
