@@ -9,6 +9,7 @@ while a run writes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ class FolderRead:
         return_train_score: Whether train scores were computed.
         n_splits: Folds per candidate.
         candidates: The current grid's candidates (their ids), or None in an old folder.
-        warnings: What makes the scores less trustworthy (callbacks that monitored the test fold).
         monitoring: The folder's record of what callbacks monitor.
     """
 
@@ -42,13 +42,11 @@ class FolderRead:
     return_train_score: bool
     n_splits: int
     candidates: list[str] | None
-    warnings: list[str]
     monitoring: dict[str, Any] | None
 
     @classmethod
     def from_store(cls, folder: Path, store: ResultStore) -> FolderRead:
         """Reads ``store``; call inside :meth:`ResultStore.snapshot` with other reads of the same moment."""
-        monitoring = store.get_meta(META_KEY)
         return cls(
             folder=folder,
             rows=store.fold_rows(),
@@ -56,8 +54,7 @@ class FolderRead:
             return_train_score=bool(store.get_meta("return_train_score")),
             n_splits=int(store.get_meta("n_splits") or 0),
             candidates=store.get_meta("candidates"),
-            warnings=results_warnings(monitoring),
-            monitoring=monitoring,
+            monitoring=store.get_meta(META_KEY),
         )
 
     @property
@@ -65,13 +62,19 @@ class FolderRead:
         """``scoring``, or ``"score"`` (the estimator's own) in a folder that never stored one."""
         return self.scoring or "score"
 
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the scores less trustworthy (callbacks that monitored the test fold)."""
+        return results_warnings(self.monitoring)
+
+    @functools.cached_property
     def groups(self) -> list[list[FoldRow]]:
-        """The current grid's fold rows, per candidate in grid order, folds in order."""
+        """The current grid's fold rows, per candidate in grid order, folds in order (grouped once)."""
         return by_candidate(self.rows, self.candidates)
 
     def cv_results(self) -> dict[str, Any]:
         """scikit-learn's ``cv_results_`` columns (numpy), then gridcv's progress columns."""
-        return cv_results(self.groups(), self.primary_scoring, self.n_splits, self.return_train_score)
+        return cv_results(self.groups, self.primary_scoring, self.n_splits, self.return_train_score)
 
 
 @contextmanager

@@ -137,7 +137,7 @@ def gather(path: str | Path) -> ReportData:
         meta = {k: store.get_meta(k) for k in ("name", "experiment_file", "fingerprint", "versions", "split_sizes")}
     folder, scoring = read.folder, read.primary_scoring
     experiment = _experiment_copy(folder)
-    current = [r for g in read.groups() for r in g]
+    current = [r for g in read.groups for r in g]
     tasks = {r.task_id for r in current} | {r.task_id for r in refits}
     results = read.cv_results()
     names = [name for name, _ in scorer_keys(scoring)]
