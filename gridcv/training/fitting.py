@@ -67,7 +67,7 @@ def train(
     """
     n_batches = len(batches)
     callbacks_list = keras.callbacks.CallbackList(
-        [*callbacks, _EpochEnded(checkpointer)],
+        [*callbacks, CheckpointEachEpoch(checkpointer)],
         add_history=True,
         add_progbar=False,
         model=model,
@@ -77,8 +77,7 @@ def train(
     )
     model.stop_training = False
     model.make_train_function()
-    callbacks_list.on_train_begin()
-    checkpointer.train_begin()
+    callbacks_list.on_train_begin()  # the checkpointer's train_begin comes last
     training_logs = None
     for epoch in range(start.epoch, epochs):
         first = start.batch if epoch == start.epoch else 0
@@ -101,13 +100,23 @@ def train(
     callbacks_list.on_train_end(logs=training_logs)
 
 
-class _EpochEnded(keras.callbacks.Callback):
-    """Tells the checkpointer of an epoch's end as the last callback, so it sees the logs as the
-    others left them (ReduceLROnPlateau adds ``learning_rate``) and their state after the epoch."""
+class CheckpointEachEpoch(keras.callbacks.Callback):
+    """Tells the checkpointer of training's start and of each epoch's end, as the last callback: at
+    the start it puts back the others' saved state after their ``on_train_begin`` reset it; at an
+    epoch's end it sees the logs as the others left them (ReduceLROnPlateau adds ``learning_rate``)
+    and their state after the epoch.
+
+    :func:`train` drives it for gridcv's own batches (which also checkpoint inside epochs), and
+    Keras's ``fit`` for a user's pipeline (:func:`gridcv.training.user_feeds.fit_user_feed`,
+    checkpointed at epoch ends only).
+    """
 
     def __init__(self, checkpointer: Checkpointer) -> None:
         super().__init__()
         self.checkpointer = checkpointer
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.checkpointer.train_begin()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.checkpointer.epoch_end(epoch, logs or {})

@@ -18,6 +18,7 @@ import numpy as np
 
 from gridcv.errors import DataError
 from gridcv.training.checkpointing import FoldCheckpoints
+from gridcv.training.fitting import CheckpointEachEpoch
 
 if TYPE_CHECKING:
     from gridcv.training.user_data import Made, UserPipelines
@@ -147,21 +148,6 @@ class FeedCursor(keras.callbacks.Callback):
         self.feed.set_epoch(epoch)
 
 
-class _EpochCheckpoints(keras.callbacks.Callback):
-    """Drives the fold's checkpoints from Keras's ``fit`` (last among the callbacks): a user pipeline
-    is checkpointed at each epoch's end only, since it cannot be entered inside an epoch."""
-
-    def __init__(self, checkpoints: FoldCheckpoints) -> None:
-        super().__init__()
-        self.checkpoints = checkpoints
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.checkpoints.train_begin()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.checkpoints.epoch_end(epoch, logs or {})
-
-
 def fit_user_feed(
     model: keras.Model,
     feed: UserFeed,
@@ -181,5 +167,5 @@ def fit_user_feed(
         verbose=0,
         # fit's own shuffle would use Python's global random, whose state no checkpoint can see.
         shuffle=False,
-        callbacks=[FeedCursor(feed), *callbacks, _EpochCheckpoints(checkpoints)],
+        callbacks=[FeedCursor(feed), *callbacks, CheckpointEachEpoch(checkpoints)],
     )
