@@ -62,3 +62,12 @@ def test_a_process_that_is_gone_is_over_no_limit():
     done.wait()
     assert rss_of(done.pid) is None and proportional_of(done.pid) is None
     assert memory_over(done.pid, 0, 1) is None
+
+
+def test_a_process_that_ends_while_its_children_are_listed_is_gone_not_an_error(monkeypatch):
+    def ended(self, recursive=False):
+        raise psutil.NoSuchProcess(self.pid)
+
+    monkeypatch.setattr(psutil.Process, "children", ended)
+    assert rss_of(os.getpid()) is None
+    assert proportional_of(os.getpid()) is None

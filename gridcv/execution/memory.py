@@ -85,13 +85,13 @@ def _tree_total(pid: int, own: Callable[[int], int]) -> int | None:
     try:
         proc = psutil.Process(pid)
         total = own(pid)
+        for child in proc.children(recursive=True):  # raises too if the process ended meanwhile
+            try:
+                total += own(child.pid)
+            except (OSError, ValueError, psutil.Error):
+                pass  # it ended between the listing and the read
     except (psutil.Error, ProcessLookupError):
         return None
-    for child in proc.children(recursive=True):
-        try:
-            total += own(child.pid)
-        except (OSError, ValueError, psutil.Error):
-            pass  # it ended between the listing and the read
     return total
 
 
